@@ -11,7 +11,10 @@ export GOFLAGS="-p=${GO_BUILD_PARALLELISM:-2} -mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 
 answers() { # BINARY VERSION-FLAG
-  [[ -x "$1" ]] && "$1" $2 >/dev/null 2>&1
+  local flag=$2
+  [[ $(basename "$1") == kubectl ]] && flag="version --client" # kubectl has no --version
+  # shellcheck disable=SC2086 # the flag may be two words
+  [[ -x "$1" ]] && "$1" $flag >/dev/null 2>&1
 }
 
 # build_tool NAME VERSION VERSION-FLAG LDFLAGS BINARY=PACKAGE... ; go.mod replace lines come from $REPLACES

@@ -260,7 +260,7 @@ start_training_operator() {
     "github.com/kubeflow/training-operator@$TRAINING_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   [[ -d $crds/manifests/base/crds ]] || die "training operator manifests not found in the Go module cache"
   kubectl_ apply --server-side -f "$crds/manifests/base/crds/kubeflow.org_pytorchjobs.yaml" >/dev/null
-  kubectl_ wait --for condition=Established crd/pytorchjobs.kubeflow.org --timeout 30s >/dev/null
+  wait_until kube-apiserver 30 condition_true crd/pytorchjobs.kubeflow.org Established
   MY_POD_NAMESPACE=kubeflow KUBECONFIG="$KUBECONFIG_PATH" start_process training-operator \
     "$(bin_training_operator)" --kubeconfig "$KUBECONFIG_PATH" --enable-scheme pytorchjob \
     --metrics-bind-address "127.0.0.1:$(port_of training-operator-metrics)" \
@@ -331,6 +331,11 @@ add_nodes() {
     for ((i = 0; i < H100_NODES; i++)); do node_manifest "h100-$i" h100 192 2Ti 8; done
   } | kubectl_ apply -f - >/dev/null
   wait_until kwok 60 nodes_ready
+}
+
+# `kubectl wait --for condition=…` errors out, rather than waits, while an object has no conditions yet
+condition_true() { # KIND/NAME TYPE
+  [[ $(kubectl_ get "$1" -o "jsonpath={.status.conditions[?(@.type==\"$2\")].status}") == True ]]
 }
 
 nodes_ready() {

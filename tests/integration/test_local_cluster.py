@@ -255,7 +255,7 @@ def test_restricted_namespace_rejects_a_privileged_pod_and_admits_a_compliant_on
     assert rejected.value.status == 403
     message = json.loads(rejected.value.body)["message"]
     assert 'violates PodSecurity "restricted:latest"' in message
-    assert "privileged (container \"main\" must not set securityContext.privileged=true)" in message
+    assert 'privileged (container "main" must not set securityContext.privileged=true)' in message
 
     compliant = client.V1Pod(
         metadata=client.V1ObjectMeta(name="compliant"),

@@ -72,3 +72,26 @@ class EmbeddedCluster:
     def down_if_started_here(self) -> None:
         if self.started_here:
             self._run("down", check=True)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes that mention `text` (a cluster's state directory)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        if text in command:
+            found.append(command)
+    return found
+
+
+def cached_tool(binary_function: str) -> str:
+    """The path of a tool `make setup` built, by its hack/lib.sh accessor (bin_helm, bin_etcd, ...)."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{REPO_ROOT}/hack/lib.sh" && {binary_function}'],
+        check=True,
+        text=True,
+        capture_output=True,
+    ).stdout.strip()

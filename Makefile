@@ -6,7 +6,7 @@ SHELL := /bin/bash
 
 export UV_PYTHON_DOWNLOADS := never
 # uv trusts its own CA bundle by default; the system store also holds any CA a proxy to PyPI needs
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 UV = $(shell bash -c 'source hack/lib.sh && bin_uv')
 RUN = $(UV) run --locked --no-sync
 PYTHON_SOURCES = operator/reasoning_operator pipeline/reasoning_pipeline tests

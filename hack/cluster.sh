@@ -86,21 +86,29 @@ start_process() { # NAME COMMAND... (every command names a file under $CLUSTER_D
   done
 }
 
-stop_process() { # NAME
-  local file="$PIDS/$1.pid" pid i
-  pid_alive "$1" || { rm -f "$file"; return 0; }
-  pid=$(<"$file")
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+stop_processes() { # NAME...: SIGTERM to all at once, a short grace, then SIGKILL
+  local name pid i pids=()
+  for name in "$@"; do
+    if pid_alive "$name"; then
+      pid=$(<"$PIDS/$name.pid")
+      pids+=("$pid")
+      # the negative PID signals its whole process group (setsid made it the leader)
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDS/$name.pid"
+  done
   # The state is thrown away with the cluster, so a graceful drain (the API server's takes a while)
-  # buys nothing: a short grace, then SIGKILL.
+  # buys nothing: three seconds, then SIGKILL.
   for i in $(seq 1 15); do
-    [[ -d /proc/$pid ]] || break
+    for pid in "${pids[@]}"; do [[ -d /proc/$pid ]] && break; done
+    [[ -d /proc/${pid:-0} ]] || break
     sleep 0.2
   done
-  if [[ -d /proc/$pid ]]; then
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$file"
+  for pid in "${pids[@]}"; do
+    if [[ -d /proc/$pid ]]; then
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
 }
 
 wait_until() { # NAME TIMEOUT-SECONDS COMMAND...: poll COMMAND; on timeout show NAME's log and fail
@@ -362,10 +370,7 @@ cmd_status() {
 }
 
 cmd_down() {
-  local i
-  if [[ -d $PIDS ]]; then
-    for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_process "${COMPONENTS[i]}"; done
-  fi
+  [[ -d $PIDS ]] && stop_processes "${COMPONENTS[@]}"
   rm -rf "$CLUSTER_DIR"
   log "stopped; removed $CLUSTER_DIR"
 }
@@ -393,7 +398,7 @@ cmd_up() {
   check_ports_free
   mkdir -p "$PIDS" "$LOGS"
   # stop whatever did start if any later step fails; the logs stay for a look
-  trap 'rc=$?; if ((rc != 0)); then log "start-up failed: stopping what was started; logs in $LOGS"; for c in "${COMPONENTS[@]}"; do stop_process "$c"; done; fi' EXIT
+  trap 'rc=$?; if ((rc != 0)); then log "start-up failed: stopping what was started; logs in $LOGS"; stop_processes "${COMPONENTS[@]}"; fi' EXIT
   local started=$SECONDS
   make_pki
   cp "$HACK_DIR/cluster/kwok-stages.yaml" "$CLUSTER_DIR/kwok-stages.yaml"

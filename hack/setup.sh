@@ -30,7 +30,7 @@ install_uv() {
   mkdir -p "$dir/bin" && ln -sf "$dir/venv/bin/uv" "$uv"
 }
 
-export UV_NATIVE_TLS=1 # see the Makefile: trust the system CA store, as pip and go do
+export UV_SYSTEM_CERTS=1 # see the Makefile: trust the system CA store, as pip and go do
 check_prerequisites
 mkdir -p "$CACHE_ROOT"
 install_uv

@@ -1,0 +1,542 @@
+"""The ReasoningRun spec: the single source of the CRD schema and what every stage program parses.
+
+Field names are camelCase on the wire (YAML, the Kubernetes API) and snake_case in Python. Defaults are
+the published Sky-T1-32B-Preview recipe (see RECIPE.md in the design notes); every field says what it is.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "reasoning.dev"
+API_VERSION = "v1alpha1"
+KIND = "ReasoningRun"
+
+
+class Stage(StrEnum):
+    """The recipe's stages, in the order they run. Used in CLI verbs, labels, child names and status."""
+
+    DATA = "data"
+    GENERATE = "generate"
+    REWRITE = "rewrite"
+    FILTER = "filter"
+    FORMAT = "format"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+
+
+STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
+
+# Published prompts. The teacher's system prompt is Qwen's; the STILL-2 prompt is what makes the student
+# write a thought section at inference (users who left it out saw "thoughts not shown").
+QWEN_SYSTEM_PROMPT = (
+    "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. "
+    "You should think step-by-step."
+)
+STILL2_SYSTEM_PROMPT = (
+    "Your role as an assistant involves thoroughly exploring questions through a systematic long thinking "
+    "process before providing the final precise and accurate solutions. This requires engaging in a "
+    "comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, backtracing, and "
+    "iteration to develop well-considered thinking process. Please structure your response into two main "
+    "sections: Thought and Solution. In the Thought section, detail your reasoning process using the "
+    "specified format: <|begin_of_thought|> {thought with steps separated with '\\n\\n'} "
+    "<|end_of_thought|> Each step should include detailed considerations such as analisying questions, "
+    "summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current steps, "
+    "refining any errors, and revisiting previous steps. In the Solution section, based on various "
+    "attempts, explorations, and reflections from the Thought section, systematically present the final "
+    "solution that you deem correct. The solution should remain a logical, accurate, concise expression "
+    "style and detail necessary step needed to reach the conclusion, formatted as follows: "
+    "<|begin_of_solution|> {final formatted, precise, and clear solution} <|end_of_solution|> Now, try to "
+    "solve the following question through the above guidelines:"
+)
+
+
+class SpecModel(BaseModel):
+    """camelCase on the wire, unknown fields refused (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
+    )
+
+
+KubeName = Annotated[
+    str,
+    Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+]
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?$")]
+
+
+# ------------------------------------------------------------------------------------------- cluster
+class SecretKeyRef(SpecModel):
+    name: KubeName = Field(description="Name of a Secret in the run's namespace.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+class Toleration(SpecModel):
+    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Taint value, for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; all effects when empty."
+    )
+
+
+class NodePool(SpecModel):
+    name: KubeName = Field(description="Name stages use to pick this pool (e.g. `nodePool: h100`).")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Labels a node must carry.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu", description="Extended resource that counts GPUs on these nodes."
+    )
+    gpus_per_node: int = Field(default=0, ge=0, le=64, description="GPUs on each node of the pool; 0 = CPU.")
+    gpu_hour_usd: float = Field(
+        default=0.0, ge=0, description="Price of one GPU-hour, for the run's cost estimate in status."
+    )
+
+
+def default_node_pools() -> list[NodePool]:
+    return [
+        NodePool(name="cpu"),
+        NodePool(
+            name="h100",
+            node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+            gpus_per_node=8,
+            # Sky-T1's $450 for ~19 h on 8 H100s
+            gpu_hour_usd=2.96,
+        ),
+    ]
+
+
+class StorageSpec(SpecModel):
+    claim_name: KubeName | None = Field(
+        default=None, description="An existing PersistentVolumeClaim to use; a new one is made when empty."
+    )
+    size: Quantity = Field(default="2Ti", description="Size of the claim the operator creates.")
+    storage_class_name: str | None = Field(default=None, description="StorageClass of the created claim.")
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = Field(
+        default="ReadWriteMany", description="ReadWriteMany is needed when training spans several nodes."
+    )
+    mount_path: str = Field(
+        default="/data", pattern=r"^/", description="Where stage containers mount the shared storage."
+    )
+
+
+class ImagesSpec(SpecModel):
+    pipeline: str = Field(
+        default="ghcr.io/reasoning-operator/pipeline:0.1.0",
+        description="Image of the CPU stages (data, generate driver, rewrite, filter, format, evaluate).",
+    )
+    trainer: str = Field(
+        default="ghcr.io/reasoning-operator/trainer:0.1.0",
+        description="Image with torch, transformers and DeepSpeed for the train stage.",
+    )
+    vllm: str = Field(default="vllm/vllm-openai:v0.11.0", description="Image serving models with vLLM.")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="imagePullPolicy of every stage container."
+    )
+
+
+class Resources(SpecModel):
+    cpu: Quantity = Field(default="2", description="CPU request (and limit) of the stage container.")
+    memory: Quantity = Field(default="8Gi", description="Memory request (and limit) of the stage container.")
+
+
+class StageCommon(SpecModel):
+    enabled: bool = Field(default=True, description="Run this stage; when false it is skipped.")
+    max_attempts: int = Field(
+        default=3, ge=1, le=20, description="Failed children are retried until this many attempts."
+    )
+    resources: Resources = Field(default_factory=Resources, description="Container resources.")
+
+
+# --------------------------------------------------------------------------------------------- data
+SourceFormat = Literal["numina", "apps", "taco", "still2", "reasoning-gym"]
+
+
+class DataSource(SpecModel):
+    name: KubeName = Field(description="Name of the source; used in records, statistics and status.")
+    format: SourceFormat = Field(
+        description="Record format: numina (NuminaMath-CoT), apps, taco, still2 (ShareGPT-style), "
+        "reasoning-gym (generated)."
+    )
+    hub_id: str | None = Field(default=None, description="Hugging Face dataset id (needs hub access).")
+    path: str | None = Field(
+        default=None,
+        description="A local JSON Lines or Parquet file (or directory of them) instead of hub_id.",
+    )
+    config_name: str | None = Field(default=None, description="Dataset configuration of hub_id, if any.")
+    split: str = Field(default="train", description="Dataset split to read.")
+    subsets: list[str] = Field(
+        default_factory=list,
+        description="Keep only these values of the record's source field (Numina `source`, e.g. amc_aime).",
+    )
+    difficulties: list[str] = Field(
+        default_factory=list, description="Keep only these difficulties (TACO: EASY, MEDIUM, …)."
+    )
+    limit: int | None = Field(default=None, ge=1, description="At most this many records, after filtering.")
+    task: str | None = Field(default=None, description="reasoning-gym task name (e.g. basic_arithmetic).")
+    size: int = Field(default=100, ge=1, description="reasoning-gym: how many problems to generate.")
+
+    @model_validator(mode="after")
+    def _has_an_origin(self) -> Self:
+        if self.format == "reasoning-gym":
+            if not self.task:
+                raise ValueError(f"data source {self.name!r}: format reasoning-gym needs `task`")
+        elif (self.hub_id is None) == (self.path is None):
+            raise ValueError(f"data source {self.name!r}: give exactly one of `hubId` or `path`")
+        return self
+
+
+def default_sources() -> list[DataSource]:
+    # Sky-T1's candidate pools: Numina subsets, APPS test, TACO MEDIUM, STILL-2's science/puzzles.
+    numina = "AI-MO/NuminaMath-CoT"
+    return [
+        DataSource(name="numina-amc-aime", format="numina", hub_id=numina, subsets=["amc_aime"]),
+        DataSource(name="numina-math", format="numina", hub_id=numina, subsets=["math"]),
+        DataSource(
+            name="numina-olympiads", format="numina", hub_id=numina, subsets=["olympiads"], limit=20000
+        ),
+        DataSource(name="apps", format="apps", hub_id="codeparrot/apps", split="test"),
+        DataSource(name="taco", format="taco", hub_id="BAAI/TACO", split="train", difficulties=["MEDIUM"]),
+        DataSource(name="still2", format="still2", hub_id="RUC-AIBOX/long_form_thought_data_5k"),
+    ]
+
+
+class DataSpec(StageCommon):
+    sources: list[DataSource] = Field(default_factory=default_sources, description="Prompt sets to mix.")
+    seed: int = Field(default=42, description="Seed of the deterministic shuffle before limits apply.")
+    deduplicate: bool = Field(
+        default=True,
+        description="Drop repeated questions by normalised text (the released Sky-T1 file had 16,401 rows "
+        "but 15,586 unique questions).",
+    )
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> Self:
+        names = [s.name for s in self.sources]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"data.sources: names must be unique, repeated: {', '.join(duplicated)}")
+        return self
+
+
+# ----------------------------------------------------------------------------------------- generate
+class Sampling(SpecModel):
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(default=16384, ge=1, description="Most tokens to generate per sample.")
+    samples_per_prompt: int = Field(default=1, ge=1, le=64, description="Samples drawn per prompt.")
+    seed: int | None = Field(default=None, description="Sampling seed passed to the server, if any.")
+
+
+class ServedModel(SpecModel):
+    model: str = Field(description="Hugging Face model id or a path on the shared storage.")
+    revision: str | None = Field(default=None, description="Model revision (commit or tag) to pin.")
+    engine: Literal["vllm", "transformers"] = Field(
+        default="vllm", description="vllm on GPUs; transformers is the small-scale CPU stand-in."
+    )
+    node_pool: KubeName = Field(default="h100", description="Node pool the server runs on.")
+    tensor_parallel_size: int = Field(default=8, ge=1, le=64, description="GPUs one server spans.")
+    replicas: int = Field(default=1, ge=1, le=64, description="Data-parallel server replicas.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="Weights and activations dtype."
+    )
+    max_model_len: int | None = Field(default=None, ge=1, description="Context length the server allows.")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM's memory fraction.")
+    endpoint: str | None = Field(
+        default=None,
+        description="Use this OpenAI-compatible base URL (e.g. http://host:8000/v1) instead of deploying a "
+        "server.",
+    )
+
+
+class GenerationSpec(StageCommon):
+    teacher: ServedModel = Field(
+        default_factory=lambda: ServedModel(model="Qwen/QwQ-32B-Preview"), description="The teacher model."
+    )
+    sampling: Sampling = Field(default_factory=Sampling, description="Teacher sampling parameters.")
+    system_prompt: str = Field(default=QWEN_SYSTEM_PROMPT, description="Teacher system prompt.")
+    concurrency: int = Field(default=64, ge=1, le=4096, description="Requests in flight at once.")
+    max_retries: int = Field(default=5, ge=0, le=100, description="Retries of one failed request.")
+    request_timeout_seconds: float = Field(default=3600, gt=0, description="Timeout of one request.")
+    input_path: str | None = Field(
+        default=None, description="Prompts file to use instead of the data stage's output."
+    )
+
+
+# ------------------------------------------------------------------------------------------ rewrite
+class RewriteSpec(StageCommon):
+    model: str = Field(default="gpt-4o-mini", description="Model that reformats the raw traces.")
+    base_url: str = Field(default="https://api.openai.com/v1", description="OpenAI-compatible API base URL.")
+    api_key_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the API key (mounted as OPENAI_API_KEY, never logged)."
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature of the rewrite.")
+    max_tokens: int = Field(default=16384, ge=1, description="Most tokens of one rewritten trace.")
+    concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight at once.")
+    max_retries: int = Field(default=8, ge=0, le=100, description="Retries of one failed request.")
+    input_path: str | None = Field(
+        default=None, description="Raw traces to use instead of the generate stage's output."
+    )
+
+
+# ------------------------------------------------------------------------------------------- filter
+class MathCheck(SpecModel):
+    timeout_seconds: float = Field(default=5, gt=0, description="Budget of one answer comparison.")
+
+
+class CodeCheck(SpecModel):
+    test_timeout_seconds: float = Field(default=4, gt=0, description="Wall-clock budget of one test case.")
+    problem_timeout_seconds: float = Field(
+        default=10, gt=0, description="Wall-clock budget of all tests of one problem (APPS)."
+    )
+    taco_problem_timeout_seconds: float = Field(
+        default=30, gt=0, description="Budget of one TACO problem, whose test suites are larger."
+    )
+    memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of the program.")
+    max_processes: int = Field(default=16, ge=1, description="Processes the program's user may run.")
+    max_output_bytes: int = Field(default=1 << 20, ge=1024, description="Most output read per test.")
+
+
+class FilterSpec(StageCommon):
+    math: MathCheck = Field(default_factory=MathCheck, description="Math answer checking.")
+    code: CodeCheck = Field(default_factory=CodeCheck, description="Sandboxed code checking.")
+    workers: int = Field(default=0, ge=0, description="Checker processes; 0 = one per CPU.")
+    input_path: str | None = Field(
+        default=None, description="Rewritten traces to use instead of the rewrite stage's output."
+    )
+
+
+# ------------------------------------------------------------------------------------------- format
+class FormatSpec(StageCommon):
+    system_prompt: str = Field(default=STILL2_SYSTEM_PROMPT, description="System prompt of every sample.")
+    tokenizer: str | None = Field(
+        default=None, description="Tokenizer counting tokens; the training base model's when empty."
+    )
+    max_tokens: int = Field(default=16384, ge=16, description="Samples longer than this are dropped.")
+    input_path: str | None = Field(
+        default=None, description="Kept traces to use instead of the filter stage's output."
+    )
+
+
+# -------------------------------------------------------------------------------------------- train
+class DeepSpeedSpec(SpecModel):
+    zero_stage: Literal[0, 1, 2, 3] = Field(default=3, description="ZeRO optimisation stage.")
+    offload_optimizer: Literal["auto", "cpu", "none"] = Field(
+        default="cpu", description="Optimizer state offload; auto lets the memory planner decide."
+    )
+    offload_parameters: Literal["auto", "cpu", "none"] = Field(
+        default="cpu", description="Parameter offload (ZeRO-3 only); auto lets the memory planner decide."
+    )
+
+
+class TrainingSpec(StageCommon):
+    base_model: str = Field(default="Qwen/Qwen2.5-32B-Instruct", description="Student model to fine-tune.")
+    revision: str | None = Field(default=None, description="Model revision to pin.")
+    node_pool: KubeName = Field(default="h100", description="Node pool the PyTorchJob runs on.")
+    nodes: int = Field(default=1, ge=1, le=256, description="Nodes (master + workers).")
+    gpus_per_node: int = Field(default=8, ge=0, le=64, description="GPUs per node; 0 trains on CPU.")
+    processes_per_node: int | None = Field(
+        default=None, ge=1, le=64, description="torchrun processes per node; the GPU count when empty."
+    )
+    micro_batch_size: int = Field(default=1, ge=1, description="Sequences per device per step.")
+    gradient_accumulation_steps: int = Field(default=12, ge=1, description="Micro-batches per step.")
+    global_batch_size: int = Field(
+        default=96, ge=1, description="micro batch × accumulation × world size (Sky-T1: 1 × 12 × 8)."
+    )
+    learning_rate: float = Field(default=1e-5, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Schedule.")
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1, description="Warm-up as a fraction of steps.")
+    epochs: float = Field(default=3, gt=0, description="Passes over the dataset.")
+    cutoff_len: int = Field(default=16384, ge=16, description="Longest training sequence, in tokens.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="Training precision.")
+    save_steps: int = Field(default=100, ge=1, description="Checkpoint every this many optimizer steps.")
+    seed: int = Field(default=42, description="Training seed.")
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed settings.")
+    input_path: str | None = Field(
+        default=None, description="SFT dataset to use instead of the format stage's output."
+    )
+
+    @property
+    def world_size(self) -> int:
+        per_node = self.processes_per_node or max(self.gpus_per_node, 1)
+        return self.nodes * per_node
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> Self:
+        product = self.micro_batch_size * self.gradient_accumulation_steps * self.world_size
+        if product != self.global_batch_size:
+            raise ValueError(
+                f"training.globalBatchSize ({self.global_batch_size}) must equal microBatchSize "
+                f"({self.micro_batch_size}) × gradientAccumulationSteps ({self.gradient_accumulation_steps}) "
+                f"× world size ({self.world_size}) = {product}"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+Benchmark = Literal["math500", "aime24", "gpqa-diamond", "livecodebench", "held-out"]
+
+
+class BenchmarkSpec(SpecModel):
+    name: Benchmark = Field(description="Which benchmark this is (decides the scorer and prompt).")
+    hub_id: str | None = Field(default=None, description="Hugging Face dataset id.")
+    path: str | None = Field(default=None, description="A local file instead of hub_id.")
+    split: str = Field(default="test", description="Dataset split.")
+    limit: int | None = Field(default=None, ge=1, description="Score only the first this many problems.")
+    sampling: Sampling | None = Field(default=None, description="Overrides the evaluation's sampling.")
+
+
+def default_benchmarks() -> list[BenchmarkSpec]:
+    return [
+        BenchmarkSpec(name="math500", hub_id="HuggingFaceH4/MATH-500"),
+        BenchmarkSpec(
+            name="aime24",
+            hub_id="AI-MO/aimo-validation-aime",
+            split="train",
+            sampling=Sampling(temperature=0.7, max_tokens=32768, seed=41),
+        ),
+        BenchmarkSpec(
+            name="gpqa-diamond",
+            hub_id="Idavidrein/gpqa",
+            split="train",
+            sampling=Sampling(temperature=0.7, max_tokens=32768, seed=41),
+        ),
+        BenchmarkSpec(name="livecodebench", hub_id="livecodebench/code_generation_lite"),
+    ]
+
+
+class EvaluationSpec(StageCommon):
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=default_benchmarks, description="Benchmarks.")
+    sampling: Sampling = Field(
+        default_factory=lambda: Sampling(temperature=0.0, max_tokens=32768, seed=41),
+        description="Default sampling: greedy, 32,768 tokens, seed 41, as Sky-T1 reported.",
+    )
+    server: ServedModel = Field(
+        default_factory=lambda: ServedModel(model="", dtype="float32"),
+        description="How the trained model is served; `model` empty means the train stage's output. "
+        "float32 by default: scores moved by points with dtype.",
+    )
+    system_prompt: str = Field(default=STILL2_SYSTEM_PROMPT, description="System prompt at inference.")
+    code_timeout_seconds: float = Field(default=6, gt=0, description="LiveCodeBench per-test timeout.")
+
+
+# --------------------------------------------------------------------------------------------- spec
+class ReasoningRunSpec(SpecModel):
+    suspend: bool = Field(default=False, description="Stop creating children and scale the teacher away.")
+    queue_name: str | None = Field(
+        default=None, description="Kueue LocalQueue; set as kueue.x-k8s.io/queue-name on every child."
+    )
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Storage the stages share.")
+    node_pools: list[NodePool] = Field(default_factory=default_node_pools, description="Named node pools.")
+    images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images.")
+    data: DataSpec = Field(default_factory=DataSpec, description="Stage 1: load and mix prompt sets.")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Stage 2: teacher traces.")
+    rewrite: RewriteSpec = Field(default_factory=RewriteSpec, description="Stage 3: reformat traces.")
+    filter: FilterSpec = Field(default_factory=FilterSpec, description="Stage 4: rejection sampling.")
+    format: FormatSpec = Field(default_factory=FormatSpec, description="Stage 5: the SFT dataset.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Stage 6: fine-tune.")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Stage 7: benchmarks.")
+
+    def section(self, stage: Stage) -> StageCommon:
+        return {
+            Stage.DATA: self.data,
+            Stage.GENERATE: self.generation,
+            Stage.REWRITE: self.rewrite,
+            Stage.FILTER: self.filter,
+            Stage.FORMAT: self.format,
+            Stage.TRAIN: self.training,
+            Stage.EVALUATE: self.evaluation,
+        }[stage]
+
+    def pool(self, name: str) -> NodePool:
+        for pool in self.node_pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Self:
+        pools = {p.name for p in self.node_pools}
+        for field, pool in (
+            ("generation.teacher.nodePool", self.generation.teacher.node_pool),
+            ("training.nodePool", self.training.node_pool),
+        ):
+            if pool not in pools:
+                raise ValueError(f"{field}: no node pool named {pool!r} (have: {', '.join(sorted(pools))})")
+        # a stage reads the previous stage's output unless it is given an input path
+        needs = {
+            Stage.GENERATE: (Stage.DATA, self.generation.input_path),
+            Stage.REWRITE: (Stage.GENERATE, self.rewrite.input_path),
+            Stage.FILTER: (Stage.REWRITE, self.filter.input_path),
+            Stage.FORMAT: (Stage.FILTER, self.format.input_path),
+            Stage.TRAIN: (Stage.FORMAT, self.training.input_path),
+        }
+        for stage, (previous, input_path) in needs.items():
+            if self.section(stage).enabled and not self.section(previous).enabled and not input_path:
+                raise ValueError(
+                    f"{stage.value} is enabled but {previous.value} is disabled: give "
+                    f"{_wire_section(stage)}.inputPath or enable {previous.value}"
+                )
+        return self
+
+
+def _wire_section(stage: Stage) -> str:
+    return {Stage.GENERATE: "generation", Stage.TRAIN: "training", Stage.EVALUATE: "evaluation"}.get(
+        stage, stage.value
+    )
+
+
+class RunMetadata(SpecModel):
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+    name: KubeName = Field(description="Run name.")
+    namespace: str = Field(default="default", description="Namespace of the run.")
+
+
+class ReasoningRun(SpecModel):
+    """A whole ReasoningRun manifest (apiVersion, kind, metadata, spec); status is ignored."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+    api_version: Literal["reasoning.dev/v1alpha1"] = Field(default="reasoning.dev/v1alpha1")
+    kind: Literal["ReasoningRun"] = Field(default="ReasoningRun")
+    metadata: RunMetadata
+    spec: ReasoningRunSpec = Field(default_factory=ReasoningRunSpec)
+
+
+class SpecError(ValueError):
+    """A run file that cannot be read or does not validate; the message names the file and fields."""
+
+
+def load_run(path: str | Path) -> ReasoningRun:
+    path = Path(path)
+    try:
+        document: Any = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the run file: {error.strerror or error}") from error
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise SpecError(
+            f"{path}: expected a ReasoningRun manifest (a mapping), got {type(document).__name__}"
+        )
+    try:
+        return ReasoningRun.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(f"{path}: invalid ReasoningRun:\n{describe_validation_error(error)}") from error
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each starting with the wire (camelCase) path of the field."""
+    lines = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)

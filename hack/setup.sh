@@ -37,5 +37,5 @@ install_uv
 "$HACK_DIR/build-go-tools.sh"
 log "syncing the Python workspace into $REPO_ROOT/.venv"
 # --locked: uv.lock is committed and must match the pyproject files, so every machine gets the same set
-(cd "$REPO_ROOT" && UV_PYTHON_DOWNLOADS=never "$(bin_uv)" sync --python "python$PYTHON_VERSION" --all-packages --locked)
+(cd "$REPO_ROOT" && UV_PYTHON_DOWNLOADS=never "$(bin_uv)" sync --python "python$PYTHON_VERSION" --all-packages --all-extras --locked)
 log "done: tools in $CACHE_ROOT ($(du -sh "$CACHE_ROOT" | cut -f1))"

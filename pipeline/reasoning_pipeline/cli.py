@@ -1,0 +1,87 @@
+"""`reasoning-pipeline`: one stage per verb, the verifier checks, and the tiny world.
+
+  reasoning-pipeline <stage> --config RUN.yaml [--root DIR]   run one stage of a ReasoningRun
+  reasoning-pipeline check math|code  < in.jsonl > out.jsonl    the filter's verdicts, one line per input
+  reasoning-pipeline tiny-world build [--out DIR]               the tiny tokenizer, teacher and student
+
+A stage exits 0 when it succeeded, 1 when it failed (the reason is in its summary and on stderr), 2 when
+the command line or the run file is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.spec import ReasoningRun, SpecError, Stage, load_run
+from reasoning_pipeline.storage import RunPaths
+from reasoning_pipeline.summary import StageSummary, now, write_summary
+
+StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
+
+
+def stage_runners() -> dict[Stage, StageRunner]:
+    """The stages built so far, imported lazily so `check` stays light."""
+    return {}
+
+
+def storage_root(run: ReasoningRun, override: str | None) -> Path:
+    return Path(override or os.environ.get("REASONING_STORAGE_ROOT") or run.spec.storage.mount_path)
+
+
+def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
+    try:
+        run = load_run(config)
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    runner = stage_runners().get(stage)
+    if runner is None:
+        print(f"error: stage {stage.value!r} is not implemented in this version", file=sys.stderr)
+        return 2
+    paths = RunPaths(storage_root(run, root_override), run.metadata.name)
+    started_at = now()
+    try:
+        summary = runner(run, paths)
+    except StageError as error:
+        summary = StageSummary(
+            stage=stage, phase="Failed", message=str(error), started_at=started_at, finished_at=now()
+        )
+    except Exception as error:  # a bug must still leave a summary saying what happened
+        traceback.print_exc()
+        message = f"internal error: {type(error).__name__}: {error}"
+        summary = StageSummary(
+            stage=stage, phase="Failed", message=message, started_at=started_at, finished_at=now()
+        )
+    write_summary(summary, paths.stage_dir(stage))
+    if summary.phase == "Failed":
+        print(f"error: {stage.value} failed: {summary.message}", file=sys.stderr)
+        return 1
+    print(f"{stage.value}: {summary.message}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reasoning-pipeline", description=__doc__.split("\n\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for stage in Stage:
+        verb = verbs.add_parser(stage.value, help=f"run the {stage.value} stage")
+        verb.add_argument("--config", required=True, help="a ReasoningRun manifest (YAML)")
+        verb.add_argument(
+            "--root", help="storage root (default: $REASONING_STORAGE_ROOT or spec.storage.mountPath)"
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.verb in {s.value for s in Stage}:
+        return run_stage(Stage(arguments.verb), arguments.config, arguments.root)
+    parser.error(f"unknown command {arguments.verb!r}")
+    return 2

@@ -1,0 +1,1 @@
+"""Rejection sampling: keep a trace only when its answer is right (math) or its code passes every test."""

@@ -1,0 +1,175 @@
+"""Everything stages write goes through here: atomic files and resumable record journals.
+
+Layout: <root>/runs/<run>/<stage>/… . A final output appears whole or not at all (written to a temporary
+file in the same directory, fsynced, renamed). A resumable stage appends one JSON line per finished record
+to a journal and fsyncs it; after a kill, the journal is read back, a torn last line is cut off, and the
+stage skips what is already there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from reasoning_pipeline.spec import Stage
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+    run: str
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.root / "runs" / self.run / stage.value
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of `path`; on success it replaces `path`, on error it disappears."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_writer(path) as handle:
+        handle.write(text)
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def dumps_record(record: Any) -> str:
+    """One canonical JSON line: the same record always gives the same bytes (hashes are reproducible)."""
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def atomic_write_jsonl(path: Path, records: Iterable[Any]) -> int:
+    count = 0
+    with atomic_writer(path) as handle:
+        for record in records:
+            handle.write(dumps_record(record) + "\n")
+            count += 1
+    return count
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSON Lines file; a line that is not a JSON object is an error naming the line."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON: {error.msg}") from error
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield record
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Journal:
+    """An append-only JSON Lines file of finished records, keyed by `key`, that survives being killed.
+
+    Only whole lines count: a line cut short by a kill is truncated away on open. A record whose key is
+    already present is never appended twice.
+    """
+
+    def __init__(self, path: Path, key: str = "id") -> None:
+        self.path = path
+        self.key = key
+        self._records: dict[str, dict[str, Any]] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self._handle = path.open("a", encoding="utf-8")
+
+    def _recover(self) -> None:
+        if not self.path.exists():
+            return
+        good_bytes = 0
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # torn by a kill mid-write
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                good_bytes += len(line)
+                if isinstance(record, dict) and self.key in record:
+                    self._records.setdefault(str(record[self.key]), record)
+        if good_bytes != self.path.stat().st_size:
+            with self.path.open("r+b") as handle:
+                handle.truncate(good_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        return dict(self._records)
+
+    def append(self, record: dict[str, Any], *, sync: bool = True) -> bool:
+        """Add a finished record; False (and nothing written) if its key is already journaled."""
+        key = str(record[self.key])
+        if key in self._records:
+            return False
+        self._handle.write(dumps_record(record) + "\n")
+        self._handle.flush()
+        if sync:
+            os.fsync(self._handle.fileno())
+        self._records[key] = record
+        return True
+
+    def sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self.sync()
+            self._handle.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

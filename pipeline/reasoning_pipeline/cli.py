@@ -27,7 +27,9 @@ StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
 
 def stage_runners() -> dict[Stage, StageRunner]:
     """The stages built so far, imported lazily so `check` stays light."""
-    return {}
+    from reasoning_pipeline import data
+
+    return {Stage.DATA: data.run}
 
 
 def storage_root(run: ReasoningRun, override: str | None) -> Path:

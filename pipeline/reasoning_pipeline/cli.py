@@ -27,9 +27,9 @@ StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
 
 def stage_runners() -> dict[Stage, StageRunner]:
     """The stages built so far, imported lazily so `check` stays light."""
-    from reasoning_pipeline import data
+    from reasoning_pipeline import data, generate
 
-    return {Stage.DATA: data.run}
+    return {Stage.DATA: data.run, Stage.GENERATE: generate.run}
 
 
 def storage_root(run: ReasoningRun, override: str | None) -> Path:
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument(
             "--root", help="storage root (default: $REASONING_STORAGE_ROOT or spec.storage.mountPath)"
         )
+    check = verbs.add_parser("check", help="verdicts of the filter's checkers for JSON Lines on stdin")
+    check.add_argument("kind", choices=["math", "code"])
+    check.add_argument("--workers", type=int, default=0, help="checker processes (default: one per CPU)")
     return parser
 
 
@@ -85,5 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.verb in {s.value for s in Stage}:
         return run_stage(Stage(arguments.verb), arguments.config, arguments.root)
+    if arguments.verb == "check":
+        from reasoning_pipeline import check
+
+        return check.main(arguments.kind, arguments.workers)
     parser.error(f"unknown command {arguments.verb!r}")
     return 2

@@ -266,6 +266,9 @@ class GenerationSpec(StageCommon):
     concurrency: int = Field(default=64, ge=1, le=4096, description="Requests in flight at once.")
     max_retries: int = Field(default=5, ge=0, le=100, description="Retries of one failed request.")
     request_timeout_seconds: float = Field(default=3600, gt=0, description="Timeout of one request.")
+    server_ready_timeout_seconds: float = Field(
+        default=1800, gt=0, description="How long to wait for the teacher server to answer before failing."
+    )
     input_path: str | None = Field(
         default=None, description="Prompts file to use instead of the data stage's output."
     )

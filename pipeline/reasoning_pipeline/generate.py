@@ -1,0 +1,203 @@
+"""Stage `generate`: the teacher's raw traces for every prompt, from any OpenAI-compatible server.
+
+The server is vLLM in production (deployed by the operator) and `transformers serve` at small scale. The
+client is aiohttp rather than the `openai` package: measured here, the openai client tops out near 500
+requests/s on 2 cores, aiohttp above 6,000, and the driver must never be what the GPUs wait on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from reasoning_pipeline.completions import (
+    Completion,
+    FatalError,
+    Request,
+    TransientError,
+    classify_status,
+    completion_from_json,
+    drive,
+    parse_retry_after,
+)
+from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.progress import bar
+from reasoning_pipeline.spec import GenerationSpec, ReasoningRun, Stage
+from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl, read_jsonl, sha256_file
+from reasoning_pipeline.summary import Output, Progress, StageSummary, now
+
+ENDPOINT_VARIABLE = "REASONING_TEACHER_ENDPOINT"
+JOURNAL_FILE = "raw.journal.jsonl"
+RAW_FILE = "raw.jsonl"
+PROMPT_FIELDS = ("id", "prompt")
+
+
+def teacher_endpoint(spec: GenerationSpec) -> str:
+    """The spec's endpoint, else the one the operator passes for the server it deployed."""
+    endpoint = spec.teacher.endpoint or os.environ.get(ENDPOINT_VARIABLE)
+    if not endpoint:
+        raise StageError(f"no teacher endpoint: set generation.teacher.endpoint or ${ENDPOINT_VARIABLE}")
+    return endpoint.rstrip("/")
+
+
+def input_prompts(run: ReasoningRun, paths: RunPaths) -> tuple[Path, list[dict[str, Any]]]:
+    spec = run.spec.generation
+    path = Path(spec.input_path) if spec.input_path else paths.stage_dir(Stage.DATA) / "prompts.jsonl"
+    if not path.is_file():
+        raise StageError(f"{path}: no prompts file (run the data stage or set generation.inputPath)")
+    try:
+        prompts = list(read_jsonl(path))
+    except ValueError as error:
+        raise StageError(str(error)) from error
+    for number, prompt in enumerate(prompts, start=1):
+        for name in PROMPT_FIELDS:
+            if not isinstance(prompt.get(name), str) or not prompt[name]:
+                raise StageError(f"{path}: record {number}: field {name!r} missing or not text")
+    if not prompts:
+        raise StageError(f"{path}: no prompts in the file")
+    return path, prompts
+
+
+def sample_requests(spec: GenerationSpec, prompts: list[dict[str, Any]]) -> Iterator[Request]:
+    sampling = spec.sampling
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt["prompt"]}]
+        if spec.system_prompt:
+            messages.insert(0, {"role": "system", "content": spec.system_prompt})
+        for sample in range(sampling.samples_per_prompt):
+            body: dict[str, Any] = {
+                "model": spec.teacher.model,
+                "messages": messages,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "max_tokens": sampling.max_tokens,
+            }
+            if sampling.seed is not None:
+                body["seed"] = sampling.seed + sample
+            key = prompt["id"] if sampling.samples_per_prompt == 1 else f"{prompt['id']}-{sample}"
+            yield Request(key=key, body=body, payload={"prompt": prompt, "sample": sample})
+
+
+def make_complete(session: aiohttp.ClientSession, endpoint: str) -> Any:
+    url = f"{endpoint}/chat/completions"
+
+    async def complete(body: dict[str, Any]) -> Completion:
+        try:
+            async with session.post(url, json=body) as response:
+                if response.status != 200:
+                    text = await response.text()
+                    raise classify_status(
+                        response.status, text, parse_retry_after(response.headers.get("Retry-After"))
+                    )
+                document = await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise TransientError(f"{type(error).__name__}: {error}") from error
+        return completion_from_json(document)
+
+    return complete
+
+
+async def wait_for_server(session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
+    """vLLM takes minutes to load a 32B model; the driver Job may start before it is ready."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        try:
+            async with session.get(f"{endpoint}/models") as response:
+                if response.status == 200:
+                    return
+                last_error = f"HTTP {response.status}"
+        except (TimeoutError, aiohttp.ClientError) as error:
+            last_error = f"{type(error).__name__}: {error}"
+        if time.monotonic() >= deadline:
+            raise StageError(f"teacher endpoint {endpoint} unreachable after {timeout:.0f} s ({last_error})")
+        await asyncio.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def to_record(request: Request, completion: Completion) -> dict[str, Any]:
+    prompt = request.payload["prompt"]
+    return {
+        **{k: v for k, v in prompt.items() if k != "id"},
+        "id": request.key,
+        "promptId": prompt["id"],
+        "sample": request.payload["sample"],
+        "messages": request.body["messages"],
+        "response": completion.text,
+        "finishReason": completion.finish_reason,
+        "usage": {"promptTokens": completion.prompt_tokens, "completionTokens": completion.completion_tokens},
+        "model": completion.model or request.body["model"],
+    }
+
+
+def permanent_failure(request: Request, reason: str) -> dict[str, Any]:
+    return {"id": request.key, "promptId": request.payload["prompt"]["id"], "error": reason}
+
+
+async def _generate(spec: GenerationSpec, endpoint: str, requests: list[Request], journal: Journal) -> Any:
+    timeout = aiohttp.ClientTimeout(total=spec.request_timeout_seconds)
+    connector = aiohttp.TCPConnector(limit=spec.concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        await wait_for_server(session, endpoint, spec.server_ready_timeout_seconds)
+        with bar(len(requests), "generate", initial=len(journal)) as progress:
+            return await drive(
+                requests,
+                journal,
+                make_complete(session, endpoint),
+                concurrency=spec.concurrency,
+                max_retries=spec.max_retries,
+                to_record=to_record,
+                on_permanent=permanent_failure,
+                on_done=lambda: progress.update(1),
+            )
+
+
+def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
+    started_at = now()
+    spec = run.spec.generation
+    _, prompts = input_prompts(run, paths)
+    endpoint = teacher_endpoint(spec)
+    requests = list(sample_requests(spec, prompts))
+    stage_dir = paths.stage_dir(Stage.GENERATE)
+    with Journal(stage_dir / JOURNAL_FILE) as journal:
+        resumed = len(journal)
+        try:
+            report = asyncio.run(_generate(spec, endpoint, requests, journal))
+        except FatalError as error:
+            raise StageError(f"teacher endpoint {endpoint}: {error}") from error
+        done = journal.records()
+    if report.transient_failures:
+        key, reason = next(iter(report.transient_failures.items()))
+        raise StageError(
+            f"{len(report.transient_failures)} of {len(requests)} requests still failing after "
+            f"{spec.max_retries} retries (e.g. {key}: {reason}); {len(done)} are saved, a rerun resumes"
+        )
+    out = stage_dir / RAW_FILE
+    written = atomic_write_jsonl(out, (done[r.key] for r in requests))
+    failed = sum(1 for record in done.values() if "error" in record)
+    tokens = sum(r.get("usage", {}).get("completionTokens", 0) for r in done.values())
+    return StageSummary(
+        stage=Stage.GENERATE,
+        phase="Succeeded",
+        message=f"{written - failed} traces for {len(prompts)} prompts ({failed} refused by the server, "
+        f"{resumed} resumed from an earlier attempt)",
+        started_at=started_at,
+        finished_at=now(),
+        progress=Progress(done=written, total=len(requests)),
+        outputs={
+            "traces": Output(path=str(out.relative_to(paths.root)), records=written, sha256=sha256_file(out))
+        },
+        metrics={
+            "requests": len(requests),
+            "resumed": resumed,
+            "refused": failed,
+            "completionTokens": tokens,
+            "promptTokens": sum(r.get("usage", {}).get("promptTokens", 0) for r in done.values()),
+            "requestsPerSecond": round(report.completed / report.seconds, 2) if report.seconds else None,
+        },
+    )

@@ -1,0 +1,106 @@
+"""The math checker: last \\boxed{} answer, equivalence by math-verify, and `check math` on JSON Lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from reasoning_pipeline.filter.math import MathChecker, check_math, last_boxed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a \\boxed{1} b \\boxed{\\frac{1}{2}} c", "\\frac{1}{2}"),
+        ("x \\boxed {5}", "5"),
+        ("\\boxed{\\left\\{ 1, 2 \\right\\}}", "\\left\\{ 1, 2 \\right\\}"),
+        ("\\boxed{3} then \\boxed{4", "3"),
+        ("\\fbox{7}", "7"),
+        ("\\boxedx{3}", None),
+        ("the answer is 55", None),
+    ],
+)
+def test_last_boxed(text: str, expected: str | None) -> None:
+    assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "reference"),
+    [
+        ("so \\boxed{0.5}", "The answer: \\boxed{\\frac12}"),
+        ("\\boxed{\\dfrac{5}{6}}", "$\\boxed{\\frac{5}{6}}$"),
+        ("\\boxed{-\\sqrt2, \\sqrt{2}}", "$x = \\boxed{\\pm \\sqrt{2}}$"),
+        ("\\boxed{\\{2, 1\\}}", "\\boxed{\\{1,2\\}}"),
+        ("\\boxed{50\\%}", "0.5"),
+        ("\\boxed{x=4}", "Subtract and divide: $x=\\boxed{4}$."),
+        ("\\boxed{5 \\text{ cm}}", "5"),
+        ("\\boxed{\\text{mixed}}", "\\boxed{\\text{mixed}}"),
+        ("\\boxed{1.00001}", "1"),  # Sky-T1's relative tolerance 1e-4
+        ("\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+        ("\\boxed{B}", "B"),
+    ],
+)
+def test_equivalent_answers_are_correct(response: str, reference: str) -> None:
+    verdict = check_math(response, reference)
+    assert verdict.correct, verdict
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "reason"),
+    [
+        ("\\boxed{56}", "\\boxed{55}", "not equivalent to the reference answer 55"),
+        ("\\boxed{1.001}", "1", "not equivalent"),
+        ("\\boxed{C}", "B", "not equivalent"),
+        ("the answer is 55", "\\boxed{55}", "no \\boxed{} answer in the response"),
+        ("\\boxed{}", "\\boxed{55}", "the \\boxed{} answer is empty"),
+        ("\\boxed{9^{9^{9^{9}}}}", "5", "the comparison timed out after 1 s"),
+    ],
+)
+def test_wrong_or_missing_answers_are_rejected_with_a_reason(
+    response: str, reference: str, reason: str
+) -> None:
+    verdict = check_math(response, reference, timeout_seconds=1)
+    assert not verdict.correct
+    assert reason in verdict.reason
+
+
+def test_pool_answers_in_order_and_survives_a_pathological_answer() -> None:
+    pairs = [("\\boxed{9^{9^{9^{9}}}}", "5")] + [
+        (f"\\boxed{{{n}}}", str(n if n % 3 else n + 1)) for n in range(20)
+    ]
+    with MathChecker(timeout_seconds=1, workers=2) as checker:
+        verdicts = list(checker.check_many(pairs))
+    assert [v.correct for v in verdicts] == [False] + [n % 3 != 0 for n in range(20)]
+    assert [v.extracted for v in verdicts[1:]] == [str(n) for n in range(20)]
+
+
+def test_check_math_cli_answers_every_line_in_order() -> None:
+    lines = [
+        {"response": "so \\boxed{0.5}", "reference": "\\boxed{\\frac12}"},
+        "not json",
+        {"response": "no box"},
+        {"response": "\\boxed{3}", "reference": "4"},
+        [1],
+        {"response": "\\boxed{x}", "reference": 5},
+        {"response": "no box here", "reference": "5"},
+    ]
+    stdin = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "reasoning_pipeline", "check", "math", "--workers", "1"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert answers == [
+        {"correct": True, "extracted": "0.5", "reason": "equivalent to the reference"},
+        {"error": "line 2: not valid JSON: Expecting value"},
+        {"error": "line 3: field 'reference' missing"},
+        {"correct": False, "extracted": "3", "reason": "not equivalent to the reference answer 4"},
+        {"error": "line 5: expected a JSON object, got list"},
+        {"error": "line 6: field 'reference' must be text, not int"},
+        {"correct": False, "extracted": None, "reason": "no \\boxed{} answer in the response"},
+    ]

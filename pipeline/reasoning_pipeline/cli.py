@@ -27,9 +27,9 @@ StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
 
 def stage_runners() -> dict[Stage, StageRunner]:
     """The stages built so far, imported lazily so `check` stays light."""
-    from reasoning_pipeline import data, generate
+    from reasoning_pipeline import data, generate, rewrite
 
-    return {Stage.DATA: data.run, Stage.GENERATE: generate.run}
+    return {Stage.DATA: data.run, Stage.GENERATE: generate.run, Stage.REWRITE: rewrite.run}
 
 
 def storage_root(run: ReasoningRun, override: str | None) -> Path:

@@ -285,6 +285,7 @@ class RewriteSpec(StageCommon):
     max_tokens: int = Field(default=16384, ge=1, description="Most tokens of one rewritten trace.")
     concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight at once.")
     max_retries: int = Field(default=8, ge=0, le=100, description="Retries of one failed request.")
+    request_timeout_seconds: float = Field(default=600, gt=0, description="Timeout of one request.")
     input_path: str | None = Field(
         default=None, description="Raw traces to use instead of the generate stage's output."
     )

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from reasoning_pipeline.spec import ReasoningRun
 from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, read_jsonl
 
 from tests.support.fake_openai import Behaviour, serve_fake_openai
-from tests.support.waiting import wait_for
+from tests.support.stage_process import kill_when_journaled, stage_command, tear_last_line
 
 
 def write_prompts(path: Path, count: int) -> list[dict[str, Any]]:
@@ -140,30 +138,13 @@ def test_killed_mid_way_it_resumes_with_exactly_one_trace_per_prompt(tmp_path: P
     with serve_fake_openai(Behaviour(delay_seconds=0.05)) as server:
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump(generate_only_run(tmp_path, server.base_url)))
-        command = [
-            sys.executable,
-            "-m",
-            "reasoning_pipeline",
-            "generate",
-            "--config",
-            str(config),
-            "--root",
-            str(tmp_path),
-        ]
+        command = stage_command("generate", config, tmp_path)
         journal = tmp_path / "runs" / "gen" / "generate" / "raw.journal.jsonl"
 
-        first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(
-            lambda: journal.exists() and journal.read_text().count("\n") >= 20, timeout=60, what="20 traces"
-        )
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        done_before = journal.read_text().count("\n")
+        done_before = kill_when_journaled(command, journal, 20)
         assert 20 <= done_before < 60
         assert not (journal.parent / "raw.jsonl").exists()
-        # as if the kill had landed in the middle of a write
-        with journal.open("a") as handle:
-            handle.write('{"id": "p0059", "response": "torn')
+        tear_last_line(journal, '{"id": "p0059", "response": "torn')
 
         second = subprocess.run(command, capture_output=True, text=True, check=False)
         assert second.returncode == 0, second.stderr
@@ -186,16 +167,7 @@ def test_generate_cli_exits_non_zero_with_the_reason_in_its_summary(tmp_path: Pa
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump(generate_only_run(tmp_path, server.base_url)))
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "reasoning_pipeline",
-                "generate",
-                "--config",
-                str(config),
-                "--root",
-                str(tmp_path),
-            ],
+            stage_command("generate", config, tmp_path),
             capture_output=True,
             text=True,
             check=False,

@@ -11,8 +11,8 @@ from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.progress import track
 from reasoning_pipeline.sources import Problem, problems_of, question_key
 from reasoning_pipeline.spec import DataSpec, ReasoningRun, Stage
-from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, sha256_file
-from reasoning_pipeline.summary import Output, Progress, StageSummary, now
+from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl
+from reasoning_pipeline.summary import Progress, StageSummary, now, output_of
 
 PROMPTS_FILE = "prompts.jsonl"
 
@@ -34,7 +34,7 @@ class Mix:
     counts: dict[str, SourceCounts] = field(default_factory=dict)
 
 
-def mix_sources(spec: DataSpec) -> Mix:
+def mix_sources(spec: DataSpec, paths: RunPaths) -> Mix:
     """Each source filtered, shuffled by (seed, source name), limited; then concatenated and deduplicated.
 
     Shuffling before the limit makes `limit` a random sample, the same for the same seed; keying the
@@ -44,7 +44,7 @@ def mix_sources(spec: DataSpec) -> Mix:
     seen: set[str] = set()
     for source in spec.sources:
         counts = mix.counts.setdefault(source.name, SourceCounts())
-        candidates = list(track(problems_of(source, spec.seed), None, f"data: reading {source.name}"))
+        candidates = list(track(problems_of(source, spec.seed, paths), None, f"data: reading {source.name}"))
         counts.candidates = len(candidates)
         random.Random(f"{spec.seed}:{source.name}").shuffle(candidates)
         selected = candidates[: source.limit] if source.limit else candidates
@@ -65,7 +65,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     spec = run.spec.data
     if not spec.sources:
         raise StageError("data.sources is empty: give at least one prompt source")
-    mix = mix_sources(spec)
+    mix = mix_sources(spec, paths)
     if not mix.problems:
         raise StageError("no prompts: every source was empty after its filters (see the counts per source)")
     out = paths.stage_dir(Stage.DATA) / PROMPTS_FILE
@@ -84,8 +84,6 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         started_at=started_at,
         finished_at=now(),
         progress=Progress(done=written, total=written),
-        outputs={
-            "prompts": Output(path=str(out.relative_to(paths.root)), records=written, sha256=sha256_file(out))
-        },
+        outputs={"prompts": output_of(out, paths.root, written)},
         metrics=metrics,
     )

@@ -11,7 +11,6 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,8 +28,9 @@ from reasoning_pipeline.completions import (
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.progress import bar
 from reasoning_pipeline.spec import GenerationSpec, ReasoningRun, Stage
-from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl, read_jsonl, sha256_file
-from reasoning_pipeline.summary import Output, Progress, StageSummary, now
+from reasoning_pipeline.stage_input import read_stage_input, require_text_fields
+from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl
+from reasoning_pipeline.summary import Progress, StageSummary, now, output_of
 
 ENDPOINT_VARIABLE = "REASONING_TEACHER_ENDPOINT"
 JOURNAL_FILE = "raw.journal.jsonl"
@@ -46,22 +46,14 @@ def teacher_endpoint(spec: GenerationSpec) -> str:
     return endpoint.rstrip("/")
 
 
-def input_prompts(run: ReasoningRun, paths: RunPaths) -> tuple[Path, list[dict[str, Any]]]:
-    spec = run.spec.generation
-    path = Path(spec.input_path) if spec.input_path else paths.stage_dir(Stage.DATA) / "prompts.jsonl"
-    if not path.is_file():
-        raise StageError(f"{path}: no prompts file (run the data stage or set generation.inputPath)")
-    try:
-        prompts = list(read_jsonl(path))
-    except ValueError as error:
-        raise StageError(str(error)) from error
-    for number, prompt in enumerate(prompts, start=1):
-        for name in PROMPT_FIELDS:
-            if not isinstance(prompt.get(name), str) or not prompt[name]:
-                raise StageError(f"{path}: record {number}: field {name!r} missing or not text")
+def input_prompts(run: ReasoningRun, paths: RunPaths) -> list[dict[str, Any]]:
+    path, prompts = read_stage_input(
+        paths, run.spec.generation.input_path, Stage.DATA, "prompts.jsonl", "generation.inputPath"
+    )
+    require_text_fields(path, prompts, *PROMPT_FIELDS)
     if not prompts:
         raise StageError(f"{path}: no prompts in the file")
-    return path, prompts
+    return prompts
 
 
 def sample_requests(spec: GenerationSpec, prompts: list[dict[str, Any]]) -> Iterator[Request]:
@@ -160,7 +152,7 @@ async def _generate(spec: GenerationSpec, endpoint: str, requests: list[Request]
 def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     started_at = now()
     spec = run.spec.generation
-    _, prompts = input_prompts(run, paths)
+    prompts = input_prompts(run, paths)
     endpoint = teacher_endpoint(spec)
     requests = list(sample_requests(spec, prompts))
     stage_dir = paths.stage_dir(Stage.GENERATE)
@@ -189,9 +181,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         started_at=started_at,
         finished_at=now(),
         progress=Progress(done=written, total=len(requests)),
-        outputs={
-            "traces": Output(path=str(out.relative_to(paths.root)), records=written, sha256=sha256_file(out))
-        },
+        outputs={"traces": output_of(out, paths.root, written)},
         metrics={
             "requests": len(requests),
             "resumed": resumed,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -28,8 +27,9 @@ from reasoning_pipeline.completions import (
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.progress import bar
 from reasoning_pipeline.spec import ReasoningRun, RewriteSpec, Stage
-from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl, read_jsonl, sha256_file
-from reasoning_pipeline.summary import Output, Progress, StageSummary, now
+from reasoning_pipeline.stage_input import read_stage_input, require_text_fields
+from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl
+from reasoning_pipeline.summary import Progress, StageSummary, now, output_of
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"
 JOURNAL_FILE = "rewrite.journal.jsonl"
@@ -93,22 +93,14 @@ def layout_problem(text: str, kind: str) -> str | None:
 
 
 def input_traces(run: ReasoningRun, paths: RunPaths) -> list[dict[str, Any]]:
-    spec = run.spec.rewrite
-    path = Path(spec.input_path) if spec.input_path else paths.stage_dir(Stage.GENERATE) / "raw.jsonl"
-    if not path.is_file():
-        raise StageError(f"{path}: no traces file (run the generate stage or set rewrite.inputPath)")
-    try:
-        records = list(read_jsonl(path))
-    except ValueError as error:
-        raise StageError(str(error)) from error
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record.get("id"), str):
-            raise StageError(f"{path}: record {number}: field 'id' missing or not text")
-        if "error" not in record and not isinstance(record.get("response"), str):
-            raise StageError(
-                f"{path}: record {number} ({record['id']}): field 'response' missing or not text"
-            )
-    return records
+    """The teacher's traces, less those the teacher server refused."""
+    path, records = read_stage_input(
+        paths, run.spec.rewrite.input_path, Stage.GENERATE, "raw.jsonl", "rewrite.inputPath"
+    )
+    require_text_fields(path, records, "id")
+    traces = [r for r in records if "error" not in r]
+    require_text_fields(path, traces, "response")
+    return traces
 
 
 def make_complete(client: openai.AsyncOpenAI) -> Any:
@@ -181,7 +173,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         raise StageError(
             f"${API_KEY_VARIABLE} is not set: give rewrite.apiKeySecret, a Secret holding the key"
         )
-    traces = [t for t in input_traces(run, paths) if "error" not in t]
+    traces = input_traces(run, paths)
     requests = [
         Request(
             key=trace["id"],
@@ -223,11 +215,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         started_at=started_at,
         finished_at=now(),
         progress=Progress(done=len(ordered), total=len(requests)),
-        outputs={
-            "rewritten": Output(
-                path=str(out.relative_to(paths.root)), records=len(good), sha256=sha256_file(out)
-            )
-        },
+        outputs={"rewritten": output_of(out, paths.root, len(good))},
         metrics={
             "failed": len(failed),
             "resumed": resumed,

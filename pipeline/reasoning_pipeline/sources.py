@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.prompts import apps_prompt, numina_prompt, taco_prompt
 from reasoning_pipeline.spec import DataSource
+from reasoning_pipeline.storage import RunPaths
 
 ProblemKind = Literal["math", "code", "science"]
 BOXED = re.compile(r"\\boxed\s*\{")
@@ -146,11 +147,11 @@ def _reasoning_gym_rows(source: DataSource, seed: int) -> Iterator[tuple[str, di
         yield f"reasoning-gym:{source.task}#{index}", dict(entry)
 
 
-def raw_rows(source: DataSource, seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
+def raw_rows(source: DataSource, seed: int, paths: RunPaths) -> Iterator[tuple[str, dict[str, Any]]]:
     if source.format == "reasoning-gym":
         return _reasoning_gym_rows(source, seed)
     if source.path is not None:
-        return _local_rows(Path(source.path))
+        return _local_rows(paths.resolve(source.path))
     return _hub_rows(source)
 
 
@@ -272,10 +273,11 @@ CONVERTERS = {
 }
 
 
-def problems_of(source: DataSource, seed: int) -> Iterator[Problem]:
+def problems_of(source: DataSource, seed: int, paths: RunPaths) -> Iterator[Problem]:
     """Every row of the source that passes its filters, as a Problem, in the dataset's order."""
     convert = CONVERTERS[source.format]
-    for where, row in raw_rows(source, seed):
+    for where, row in raw_rows(source, seed, paths):
         problem = convert(row, where, source)
         if problem is not None:
+            problem.metadata["format"] = source.format  # the filter gives TACO problems a larger budget
             yield problem

@@ -29,6 +29,12 @@ class RunPaths:
     def stage_dir(self, stage: Stage) -> Path:
         return self.root / "runs" / self.run / stage.value
 
+    def resolve(self, path: str) -> Path:
+        """A path from the spec: absolute as given, relative to the storage root otherwise (so one run file
+        works on the cluster's shared volume and on a laptop's folder alike)."""
+        given = Path(path).expanduser()
+        return given if given.is_absolute() else self.root / given
+
 
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from reasoning_pipeline.spec import Stage
-from reasoning_pipeline.storage import atomic_write_json
+from reasoning_pipeline.storage import atomic_write_json, sha256_file
 
 TERMINATION_LOG = Path("/dev/termination-log")
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -40,6 +40,11 @@ class StageSummary(BaseModel):
     progress: Progress = Field(default_factory=Progress)
     outputs: dict[str, Output] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+def output_of(path: Path, root: Path, records: int) -> Output:
+    """An output file as the status shows it: relative to the storage root, with its record count and hash."""
+    return Output(path=str(path.relative_to(root)), records=records, sha256=sha256_file(path))
 
 
 def now() -> str:

@@ -1,0 +1,157 @@
+"""The ReasoningRun spec: the recipe's numbers as defaults, and bad specs refused naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from reasoning_pipeline.spec import (
+    ReasoningRun,
+    ReasoningRunSpec,
+    SpecError,
+    Stage,
+    describe_validation_error,
+    load_run,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_defaults_are_the_sky_t1_recipe() -> None:
+    spec = ReasoningRunSpec()
+    assert spec.generation.teacher.model == "Qwen/QwQ-32B-Preview"
+    assert spec.generation.teacher.tensor_parallel_size == 8
+    assert (spec.generation.sampling.temperature, spec.generation.sampling.max_tokens) == (0.7, 16384)
+    assert spec.rewrite.model == "gpt-4o-mini"
+    training = spec.training
+    assert training.base_model == "Qwen/Qwen2.5-32B-Instruct"
+    assert (training.micro_batch_size, training.gradient_accumulation_steps, training.world_size) == (
+        1,
+        12,
+        8,
+    )
+    assert training.global_batch_size == 96
+    assert (training.learning_rate, training.epochs, training.cutoff_len) == (1e-5, 3, 16384)
+    assert (training.deepspeed.zero_stage, training.deepspeed.offload_optimizer) == (3, "cpu")
+    assert spec.pool("h100").gpu_hour_usd == 2.96
+    assert [b.name for b in spec.evaluation.benchmarks] == [
+        "math500",
+        "aime24",
+        "gpqa-diamond",
+        "livecodebench",
+    ]
+    assert spec.evaluation.sampling.seed == 41
+    assert [s.value for s in Stage] == [
+        "data",
+        "generate",
+        "rewrite",
+        "filter",
+        "format",
+        "train",
+        "evaluate",
+    ]
+
+
+def test_the_full_recipe_example_declares_the_defaults() -> None:
+    run = load_run(EXAMPLES / "sky-t1-32b-preview.yaml")
+    defaults = ReasoningRunSpec()
+    assert run.metadata.name == "sky-t1-32b-preview"
+    for section in (
+        "storage",
+        "node_pools",
+        "data",
+        "generation",
+        "filter",
+        "format",
+        "training",
+        "evaluation",
+    ):
+        assert getattr(run.spec, section) == getattr(defaults, section), section
+    assert run.spec.rewrite.api_key_secret is not None
+
+
+def manifest(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "reasoning.dev/v1alpha1",
+        "kind": "ReasoningRun",
+        "metadata": {"name": "r"},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param(
+            {"training": {"globalBatchSize": 100}},
+            "training.globalBatchSize (100) must equal microBatchSize (1) × gradientAccumulationSteps (12) × "
+            "world size (8) = 96",
+            id="batch-does-not-divide",
+        ),
+        pytest.param(
+            {"data": {"enabled": False}},
+            "generate is enabled but data is disabled: give generation.inputPath or enable data",
+            id="stage-needs-earlier-output",
+        ),
+        pytest.param(
+            {"training": {"nodePool": "a100"}},
+            "training.nodePool: no node pool named 'a100' (have: cpu, h100)",
+            id="unknown-pool",
+        ),
+        pytest.param(
+            {
+                "data": {
+                    "sources": [
+                        {"name": "a", "format": "numina", "path": "x"},
+                        {"name": "a", "format": "apps", "path": "y"},
+                    ]
+                }
+            },
+            "data.sources: names must be unique, repeated: a",
+            id="duplicate-source",
+        ),
+        pytest.param(
+            {"data": {"sources": [{"name": "a", "format": "numina"}]}},
+            "data source 'a': give exactly one of `hubId` or `path`",
+            id="source-without-origin",
+        ),
+        pytest.param(
+            {"generation": {"sampling": {"temperature": 3}}},
+            "spec.generation.sampling.temperature",
+            id="range",
+        ),
+        pytest.param(
+            {"training": {"learningrate": 1}},
+            "spec.training.learningrate: Extra inputs are not permitted",
+            id="typo",
+        ),
+        pytest.param(
+            {"storage": {"size": "lots"}}, "spec.storage.size: String should match pattern", id="quantity"
+        ),
+        pytest.param(
+            {"nodePools": [{"name": "GPU_pool"}]},
+            "spec.nodePools.0.name: String should match pattern",
+            id="name",
+        ),
+    ],
+)
+def test_bad_specs_are_refused_naming_the_field(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ReasoningRun.model_validate(manifest(spec))
+    assert message in describe_validation_error(refused.value)
+
+
+def test_load_run_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(SpecError, match=r"missing\.yaml: cannot read the run file"):
+        load_run(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    with pytest.raises(SpecError, match=r"broken\.yaml: not valid YAML"):
+        load_run(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="expected a ReasoningRun manifest"):
+        load_run(listing)

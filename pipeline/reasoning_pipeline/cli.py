@@ -2,7 +2,7 @@
 
   reasoning-pipeline <stage> --config RUN.yaml [--root DIR]   run one stage of a ReasoningRun
   reasoning-pipeline check math|code  < in.jsonl > out.jsonl    the filter's verdicts, one line per input
-  reasoning-pipeline tiny-world build [--out DIR]               the tiny tokenizer, teacher and student
+  reasoning-pipeline rewrite-stand-in [--port N]                a rule-based stand-in for the rewrite API
 
 A stage exits 0 when it succeeded, 1 when it failed (the reason is in its summary and on stderr), 2 when
 the command line or the run file is wrong.
@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = verbs.add_parser("check", help="verdicts of the filter's checkers for JSON Lines on stdin")
     check.add_argument("kind", choices=["math", "code"])
     check.add_argument("--workers", type=int, default=0, help="checker processes (default: one per CPU)")
+    stand_in = verbs.add_parser(
+        "rewrite-stand-in", help="serve the rule-based local stand-in for the rewrite API"
+    )
+    stand_in.add_argument("--host", default="127.0.0.1")
+    stand_in.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -92,5 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from reasoning_pipeline import check
 
         return check.main(arguments.kind, arguments.workers)
+    if arguments.verb == "rewrite-stand-in":
+        from reasoning_pipeline import rewrite_stand_in
+
+        return rewrite_stand_in.serve(arguments.host, arguments.port)
     parser.error(f"unknown command {arguments.verb!r}")
     return 2

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, read_jsonl
 
 from tests.support.fake_openai import Behaviour, serve_fake_openai
 from tests.support.stage_process import kill_when_journaled, stage_command, tear_last_line
+from tests.support.waiting import wait_for
 
 API_KEY = "sk-test-0123456789abcdef"
 
@@ -171,3 +174,46 @@ def test_killed_mid_way_it_resumes_with_exactly_one_rewrite_per_trace(tmp_path: 
     assert [r["id"] for r in rewritten] == [t["id"] for t in traces]
     journaled = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
     assert sorted(journaled) == sorted(t["id"] for t in traces)
+
+
+def test_the_rule_based_stand_in_serves_the_rewrite_stage(tmp_path: Path, api_key: str) -> None:
+    atomic_write_jsonl(
+        tmp_path / "raw.jsonl",
+        [
+            {
+                "id": "m",
+                "kind": "math",
+                "question": "1+1?",
+                "response": "One plus one.\nIt is \\boxed{2}.\nDone.",
+            },
+            {
+                "id": "c",
+                "kind": "code",
+                "question": "echo",
+                "response": "Plan.\n```python\nprint(input())\n```\nok",
+            },
+        ],
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "reasoning_pipeline", "rewrite-stand-in", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert "rule-based, not a language model" in server.stdout.readline()
+        wait_for(
+            lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=20, what="the stand-in"
+        )
+        summary = run_rewrite(tmp_path, f"http://127.0.0.1:{port}/v1")
+    finally:
+        server.terminate()
+        server.wait()
+    rewritten = {r["id"]: r["rewritten"] for r in outputs(tmp_path, "rewritten.jsonl")}
+    assert summary.metrics["failed"] == 0
+    assert "<|begin_of_solution|>\n\nIt is \\boxed{2}.\n\n<|end_of_solution|>" in rewritten["m"]
+    assert "<|begin_of_solution|>\n\n```python\nprint(input())\n```\n\n<|end_of_solution|>" in rewritten["c"]
+    assert rewritten["m"].startswith("<|begin_of_thought|>\n\nOne plus one.")

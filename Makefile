@@ -11,7 +11,7 @@ UV = $(shell bash -c 'source hack/lib.sh && bin_uv')
 RUN = $(UV) run --locked --no-sync
 PYTHON_SOURCES = operator/reasoning_operator pipeline/reasoning_pipeline tests
 
-.PHONY: help setup test unit integration lint format cluster-up cluster-down cluster-status bench demo clean clean-cache
+.PHONY: help setup test unit integration lint format crds cluster-up cluster-down cluster-status bench demo clean clean-cache
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -ts $$'\t'
@@ -36,6 +36,9 @@ lint: setup ## ruff and mypy (strict) over the operator, the pipeline and the te
 format: setup ## rewrite the sources in ruff's format and apply its safe fixes
 	$(RUN) ruff format $(PYTHON_SOURCES)
 	$(RUN) ruff check --fix $(PYTHON_SOURCES)
+
+crds: setup ## regenerate crds/ from the spec models (a test fails while crds/ is stale)
+	$(RUN) python -m reasoning_operator.crd crds
 
 cluster-up: setup ## start the embedded local cluster (idempotent); prints how to use it
 	@hack/cluster.sh up

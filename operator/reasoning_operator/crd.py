@@ -1,0 +1,327 @@
+"""The ReasoningRun CustomResourceDefinition, generated from the pipeline's spec models.
+
+The pydantic models are the single source: their JSON schema becomes a structural OpenAPI v3 schema
+(references inlined, optionals made nullable, descriptions kept so `kubectl explain` shows them), their
+default factories become schema defaults (the API server fills them in; the operator never writes them
+into a spec), and the models' cross-field checks are restated as CEL rules with messages naming the field,
+so the API server refuses a bad run before any controller sees it.
+
+`python -m reasoning_operator.crd [OUT_DIR]` (`make crds`) writes crds/reasoning.dev_reasoningruns.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, ReasoningRunSpec
+
+PLURAL = "reasoningruns"
+SHORT_NAMES = ["rr"]
+CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
+DROPPED_KEYWORDS = {"title", "additionalProperties", "$defs"}
+
+# Lists whose items are addressed by name: the API server then keeps names unique and merges by name.
+LISTS_KEYED_BY_NAME = {"nodePools", "sources", "benchmarks"}
+# CEL cost estimation needs bounds on everything a rule iterates.
+MAX_ITEMS = {
+    "nodePools": 16,
+    "sources": 64,
+    "benchmarks": 16,
+    "tolerations": 16,
+    "subsets": 32,
+    "difficulties": 8,
+}
+
+
+def _world_size(training: str) -> str:
+    per_node = (
+        f"(has({training}.processesPerNode) ? {training}.processesPerNode : "
+        f"({training}.gpusPerNode > 0 ? {training}.gpusPerNode : 1))"
+    )
+    return f"{training}.nodes * {per_node}"
+
+
+def _pool_has(pool_field: str) -> str:
+    return f"self.nodePools.exists(p, p.name == {pool_field})"
+
+
+def _needs(stage_field: str, previous_field: str, input_field: str) -> str:
+    return (
+        f"!self.{stage_field}.enabled || self.{previous_field}.enabled || has(self.{stage_field}.inputPath)"
+    )
+
+
+# (rule, message, fieldPath) on spec. Every message names the field a user must change.
+SPEC_RULES: list[tuple[str, str, str]] = [
+    (
+        f"self.training.globalBatchSize == self.training.microBatchSize * "
+        f"self.training.gradientAccumulationSteps * {_world_size('self.training')}",
+        "training.globalBatchSize must equal microBatchSize × gradientAccumulationSteps × world size "
+        "(nodes × processesPerNode, or × gpusPerNode)",
+        ".training.globalBatchSize",
+    ),
+    (
+        _pool_has("self.training.nodePool"),
+        "training.nodePool must name one of spec.nodePools",
+        ".training.nodePool",
+    ),
+    (
+        _pool_has("self.generation.teacher.nodePool"),
+        "generation.teacher.nodePool must name one of spec.nodePools",
+        ".generation.teacher.nodePool",
+    ),
+    (
+        "self.nodePools.all(p, p.name != self.generation.teacher.nodePool || p.gpusPerNode == 0 || "
+        "self.generation.teacher.tensorParallelSize <= p.gpusPerNode)",
+        "generation.teacher.tensorParallelSize must not exceed the gpusPerNode of its node pool",
+        ".generation.teacher.tensorParallelSize",
+    ),
+    (
+        "self.nodePools.all(p, p.name != self.training.nodePool || p.gpusPerNode == 0 || "
+        "self.training.gpusPerNode <= p.gpusPerNode)",
+        "training.gpusPerNode must not exceed the gpusPerNode of its node pool",
+        ".training.gpusPerNode",
+    ),
+    (
+        _needs("generation", "data", "inputPath"),
+        "generation is enabled but data is disabled: set generation.inputPath or enable data",
+        ".generation.inputPath",
+    ),
+    (
+        _needs("rewrite", "generation", "inputPath"),
+        "rewrite is enabled but generation is disabled: set rewrite.inputPath or enable generation",
+        ".rewrite.inputPath",
+    ),
+    (
+        _needs("filter", "rewrite", "inputPath"),
+        "filter is enabled but rewrite is disabled: set filter.inputPath or enable rewrite",
+        ".filter.inputPath",
+    ),
+    (
+        _needs("format", "filter", "inputPath"),
+        "format is enabled but filter is disabled: set format.inputPath or enable filter",
+        ".format.inputPath",
+    ),
+    (
+        _needs("training", "format", "inputPath"),
+        "training is enabled but format is disabled: set training.inputPath or enable format",
+        ".training.inputPath",
+    ),
+]
+
+SOURCE_RULES: list[tuple[str, str, str]] = [
+    (
+        "self.format == 'reasoning-gym' ? has(self.task) : (has(self.hubId) != has(self.path))",
+        "a data source needs exactly one of hubId or path (reasoning-gym sources need task instead)",
+        ".path",
+    ),
+]
+
+# Rules on the whole object: what may not change once the run has started.
+STARTED = "has(oldSelf.status) && has(oldSelf.status.phase) && oldSelf.status.phase != 'Pending'"
+IMMUTABLE_ONCE_STARTED = ["storage", "data", "generation", "rewrite", "filter", "format", "training"]
+ROOT_RULES: list[tuple[str, str, str]] = [
+    (
+        f"!({STARTED}) || self.spec.{section} == oldSelf.spec.{section}",
+        f"spec.{section} cannot change once the run has started (create a new run instead)",
+        f".spec.{section}",
+    )
+    for section in IMMUTABLE_ONCE_STARTED
+]
+
+
+def _validations(rules: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+    return [{"rule": rule, "message": message, "fieldPath": path} for rule, message, path in rules]
+
+
+# ------------------------------------------------------------------------------------- JSON schema → CRD
+def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in node:
+        options = [option for option in node["anyOf"] if option.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"a union of several types cannot be a structural schema: {node['anyOf']}")
+        outer = {k: v for k, v in node.items() if k != "anyOf"}
+        return {**_structural({**options[0], **outer}, defs), "nullable": True}
+    result: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in DROPPED_KEYWORDS:
+            continue
+        if key == "const":
+            result["enum"] = [value]
+        elif key == "exclusiveMinimum":  # JSON Schema 2020 spells it as a number, OpenAPI 3.0 as a flag
+            result["minimum"] = value
+            result["exclusiveMinimum"] = True
+        elif key == "exclusiveMaximum":
+            result["maximum"] = value
+            result["exclusiveMaximum"] = True
+        elif key == "properties":
+            result["properties"] = {name: _structural(child, defs) for name, child in value.items()}
+        elif key == "items":
+            result["items"] = _structural(value, defs)
+        else:
+            result[key] = value
+    if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
+        result["additionalProperties"] = _structural(node["additionalProperties"], defs)
+    if result.get("default") is None:
+        result.pop("default", None)  # `default: null` on a nullable field says nothing
+    return result
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """(the pydantic model inside an annotation, whether it is a list of them)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for argument in typing.get_args(annotation):
+            model, is_list = _model_of(argument)
+            if model is not None:
+                return model, is_list
+        return None, False
+    if origin is list:
+        model, _ = _model_of(typing.get_args(annotation)[0])
+        return model, model is not None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    return None, False
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True, mode="json", exclude_defaults=True)
+    if isinstance(value, list):
+        return [_dump(item) for item in value]
+    return value
+
+
+def _annotate(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Defaults from default factories, list keys and bounds, recursively along the models."""
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        prop = schema["properties"][alias]
+        if field.default_factory is not None:
+            prop["default"] = _dump(field.default_factory())  # type: ignore[call-arg]
+        if alias in MAX_ITEMS and prop.get("type") == "array":
+            prop["maxItems"] = MAX_ITEMS[alias]
+        if alias in LISTS_KEYED_BY_NAME:
+            prop["x-kubernetes-list-type"] = "map"
+            prop["x-kubernetes-list-map-keys"] = ["name"]
+        nested, is_list = _model_of(field.annotation)
+        if nested is not None:
+            _annotate(prop["items"] if is_list else prop, nested)
+
+
+def spec_schema() -> dict[str, Any]:
+    document = ReasoningRunSpec.model_json_schema(by_alias=True)
+    schema = _structural(document, document.get("$defs", {}))
+    _annotate(schema, ReasoningRunSpec)
+    schema["x-kubernetes-validations"] = _validations(SPEC_RULES)
+    schema["properties"]["data"]["properties"]["sources"]["items"]["x-kubernetes-validations"] = _validations(
+        SOURCE_RULES
+    )
+    return schema
+
+
+def status_schema() -> dict[str, Any]:
+    """The operator owns status: the fields rules and printer columns read are typed, the rest is open."""
+    open_object = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "type": "object",
+        "properties": {
+            "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed", "Suspended"]},
+            "currentStage": {"type": "string"},
+            "progress": {"type": "string", "description": "The current stage's done/total."},
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "cost": open_object,
+            "results": open_object,
+            "stages": {"type": "array", "items": open_object},
+            "conditions": {"type": "array", "items": open_object},
+        },
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+
+
+RUN_DESCRIPTION = (
+    "A whole Sky-T1-style recipe (teacher generation, rewrite, rejection sampling, SFT dataset, fine-tune, "
+    "evaluation), run stage by stage."
+)
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "done/total"},
+    {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedUSD", "description": "USD so far"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def custom_resource_definition() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": SHORT_NAMES,
+                "categories": ["all"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": RUN_DESCRIPTION,
+                            # `spec: {}` is a run with the recipe's defaults; no spec at all is a mistake
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                            "x-kubernetes-validations": _validations(ROOT_RULES),
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = (
+        "# Generated by `make crds` (python -m reasoning_operator.crd) from the spec models. Do not edit.\n"
+    )
+    return header + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    out_dir = Path(arguments[0] if arguments else "crds")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / CRD_FILE).write_text(render())
+    print(out_dir / CRD_FILE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

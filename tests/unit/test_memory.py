@@ -1,4 +1,4 @@
-"""The memory planner against a hand calculation for Qwen2.5-32B at Sky-T1's cutoff (README, "Memory plan")."""
+"""The memory planner against a hand calculation: Qwen2.5-32B at Sky-T1's cutoff (README, "Memory plan")."""
 
 from __future__ import annotations
 

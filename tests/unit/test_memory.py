@@ -5,17 +5,8 @@ from __future__ import annotations
 import pytest
 from reasoning_pipeline.memory import GIB, H100_80GB_BYTES, ModelShape, choose_offload, plan_memory
 
-# Qwen/Qwen2.5-32B-Instruct's config.json
-QWEN25_32B = {
-    "model_type": "qwen2",
-    "hidden_size": 5120,
-    "intermediate_size": 27648,
-    "num_hidden_layers": 64,
-    "num_attention_heads": 40,
-    "num_key_value_heads": 8,
-    "vocab_size": 152064,
-    "tie_word_embeddings": False,
-}
+from tests.support.model_configs import QWEN25_32B
+
 SHAPE = ModelShape.from_config(QWEN25_32B)
 
 

@@ -14,7 +14,7 @@ from itertools import islice
 from typing import IO, Any
 
 from reasoning_pipeline.filter.math import MathChecker
-from reasoning_pipeline.spec import MathCheck
+from reasoning_pipeline.spec import CodeCheck, MathCheck
 
 BATCH = 256
 
@@ -82,9 +82,35 @@ def check_math_lines(lines: Iterable[str], out: IO[str], limits: MathCheck, work
         )
 
 
+def check_code_lines(lines: Iterable[str], out: IO[str], limits: CodeCheck, workers: int = 0) -> int:
+    from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_verdict, parse_tests
+
+    def to_task(record: dict[str, Any], number: int) -> tuple[str | None, Any]:
+        code = (
+            _text_field(record, "code", number)
+            if "code" in record
+            else extract_code(_text_field(record, "response", number))
+        )
+        if "tests" not in record:
+            raise ValueError(f"line {number}: field 'tests' missing")
+        try:
+            return code, parse_tests(record["tests"])
+        except ValueError as error:
+            raise ValueError(f"line {number}: field 'tests': {error}") from error
+
+    def check_batch(tasks: list[tuple[str | None, Any]]) -> Iterator[dict[str, Any]]:
+        # a response without a code block is a well-formed input that fails, not a bad line
+        verdicts = checker.check_many((code, tests, None) for code, tests in tasks if code is not None)
+        for code, tests in tasks:
+            yield asdict(no_code_verdict(tests) if code is None else next(verdicts))
+
+    with CodeChecker(limits, workers) as checker:
+        return _answer_lines(lines, out, to_task, check_batch)
+
+
 def main(kind: str, workers: int = 0) -> int:
-    if kind != "math":
-        print(f"error: check {kind} is not available yet", file=sys.stderr)
-        return 2
-    check_math_lines(sys.stdin, sys.stdout, MathCheck(), workers)
+    if kind == "math":
+        check_math_lines(sys.stdin, sys.stdout, MathCheck(), workers)
+    else:
+        check_code_lines(sys.stdin, sys.stdout, CodeCheck(), workers)
     return 0

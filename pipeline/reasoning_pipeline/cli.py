@@ -28,8 +28,14 @@ StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
 def stage_runners() -> dict[Stage, StageRunner]:
     """The stages built so far, imported lazily so `check` stays light."""
     from reasoning_pipeline import data, generate, rewrite
+    from reasoning_pipeline.filter import stage as filter_stage
 
-    return {Stage.DATA: data.run, Stage.GENERATE: generate.run, Stage.REWRITE: rewrite.run}
+    return {
+        Stage.DATA: data.run,
+        Stage.GENERATE: generate.run,
+        Stage.REWRITE: rewrite.run,
+        Stage.FILTER: filter_stage.run,
+    }
 
 
 def storage_root(run: ReasoningRun, override: str | None) -> Path:
@@ -60,7 +66,8 @@ def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
         summary = StageSummary(
             stage=stage, phase="Failed", message=message, started_at=started_at, finished_at=now()
         )
-    write_summary(summary, paths.stage_dir(stage))
+    # every process of a distributed stage reports through its own pod; only rank 0 writes on storage
+    write_summary(summary, paths.stage_dir(stage), on_storage=os.environ.get("RANK", "0") == "0")
     if summary.phase == "Failed":
         print(f"error: {stage.value} failed: {summary.message}", file=sys.stderr)
         return 1

@@ -67,7 +67,14 @@ def termination_message(summary: StageSummary) -> str:
     return text
 
 
-def write_summary(summary: StageSummary, stage_dir: Path, termination_log: Path = TERMINATION_LOG) -> None:
-    atomic_write_json(stage_dir / "summary.json", summary.model_dump(mode="json"))
+def write_summary(
+    summary: StageSummary,
+    stage_dir: Path,
+    *,
+    on_storage: bool = True,
+    termination_log: Path = TERMINATION_LOG,
+) -> None:
+    if on_storage:
+        atomic_write_json(stage_dir / "summary.json", summary.model_dump(mode="json"))
     if termination_log.exists():
         termination_log.write_text(termination_message(summary), encoding="utf-8")

@@ -86,7 +86,7 @@ def test_the_full_recipe_is_accepted_and_defaults_are_filled_in(
 
 def with_change(path: str, value: Any) -> dict[str, Any]:
     """The full recipe's spec with one field (dotted path; list items by index) set to `value`."""
-    spec = copy.deepcopy(sky_t1()["spec"])
+    spec: dict[str, Any] = copy.deepcopy(sky_t1()["spec"])
     *parents, leaf = path.split(".")
     node: Any = spec
     for part in parents:

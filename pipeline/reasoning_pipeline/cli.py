@@ -27,7 +27,7 @@ StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
 
 def stage_runners() -> dict[Stage, StageRunner]:
     """The stages built so far, imported lazily so `check` stays light."""
-    from reasoning_pipeline import data, generate, rewrite
+    from reasoning_pipeline import data, evaluate, generate, rewrite
     from reasoning_pipeline.filter import stage as filter_stage
 
     return {
@@ -35,6 +35,7 @@ def stage_runners() -> dict[Stage, StageRunner]:
         Stage.GENERATE: generate.run,
         Stage.REWRITE: rewrite.run,
         Stage.FILTER: filter_stage.run,
+        Stage.EVALUATE: evaluate.run,
     }
 
 

@@ -105,7 +105,7 @@ def _rows_of_file(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise StageError(f"{path}:{number}: not valid JSON: {error.msg}") from error
 
 
-def _local_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def local_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in DATA_SUFFIXES and p.is_file())
         if not files:
@@ -118,19 +118,20 @@ def _local_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield from _rows_of_file(file)
 
 
-def _hub_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
+def hub_rows(
+    hub_id: str, config_name: str | None, split: str, owner: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows through `datasets.load_dataset`: a hub id, or a local dataset folder. `owner` names who asked."""
     import datasets  # heavy: only when a source actually reads through it
 
-    assert source.hub_id is not None
     try:
-        dataset = datasets.load_dataset(source.hub_id, source.config_name, split=source.split)
+        dataset = datasets.load_dataset(hub_id, config_name, split=split)
     except Exception as error:  # the library raises many types; the message is what matters
         raise StageError(
-            f"data source {source.name!r}: cannot load {source.hub_id!r} "
-            f"(config {source.config_name!r}, split {source.split!r}): {error}"
+            f"{owner}: cannot load {hub_id!r} (config {config_name!r}, split {split!r}): {error}"
         ) from error
     for index, row in enumerate(dataset):
-        yield f"{source.hub_id}[{source.split}]#{index}", dict(row)
+        yield f"{hub_id}[{split}]#{index}", dict(row)
 
 
 def _reasoning_gym_rows(source: DataSource, seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -151,8 +152,9 @@ def raw_rows(source: DataSource, seed: int, paths: RunPaths) -> Iterator[tuple[s
     if source.format == "reasoning-gym":
         return _reasoning_gym_rows(source, seed)
     if source.path is not None:
-        return _local_rows(paths.resolve(source.path))
-    return _hub_rows(source)
+        return local_rows(paths.resolve(source.path))
+    assert source.hub_id is not None
+    return hub_rows(source.hub_id, source.config_name, source.split, f"data source {source.name!r}")
 
 
 # ---------------------------------------------------------------------------------------- converting

@@ -417,19 +417,27 @@ def default_benchmarks() -> list[BenchmarkSpec]:
     ]
 
 
+class EvaluationServer(ServedModel):
+    model: str = Field(default="", description="The model to score; empty means the train stage's output.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="float32", description="float32 by default: Sky-T1's scores moved by points with dtype."
+    )
+
+
 class EvaluationSpec(StageCommon):
     benchmarks: list[BenchmarkSpec] = Field(default_factory=default_benchmarks, description="Benchmarks.")
     sampling: Sampling = Field(
         default_factory=lambda: Sampling(temperature=0.0, max_tokens=32768, seed=41),
         description="Default sampling: greedy, 32,768 tokens, seed 41, as Sky-T1 reported.",
     )
-    server: ServedModel = Field(
-        default_factory=lambda: ServedModel(model="", dtype="float32"),
-        description="How the trained model is served; `model` empty means the train stage's output. "
-        "float32 by default: scores moved by points with dtype.",
+    server: EvaluationServer = Field(
+        default_factory=EvaluationServer, description="How the model being evaluated is served."
     )
     system_prompt: str = Field(default=STILL2_SYSTEM_PROMPT, description="System prompt at inference.")
     code_timeout_seconds: float = Field(default=6, gt=0, description="LiveCodeBench per-test timeout.")
+    compare_with_base: bool = Field(
+        default=False, description="Also score training.baseModel, to show what the fine-tune changed."
+    )
 
 
 # --------------------------------------------------------------------------------------------- spec

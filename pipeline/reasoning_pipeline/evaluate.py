@@ -1,0 +1,262 @@
+"""Stage `evaluate`: benchmark scores of the trained student (and, on request, of its base model), each
+written with its provenance: prompt template hash, sampling parameters, dtype, model and revision, number
+of samples and a hash of the problems. SkyThought's users could not reproduce its scores because these
+were not recorded; here they sit next to every number.
+
+Responses come from any OpenAI-compatible server (vLLM in production, `transformers serve` locally) and
+are journaled, so a killed evaluation resumes. Math answers go through the filter's math checker, code
+through its sandbox, multiple choice through the last boxed letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from reasoning_pipeline.benchmarks import Benchmark, build_benchmark, extract_choice, pass_at_k
+from reasoning_pipeline.completions import Completion, FatalError, Request, drive
+from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_verdict, parse_tests
+from reasoning_pipeline.filter.math import MathChecker, last_boxed
+from reasoning_pipeline.generate import make_complete, wait_for_server
+from reasoning_pipeline.progress import bar
+from reasoning_pipeline.sources import hub_rows, local_rows
+from reasoning_pipeline.spec import BenchmarkSpec, CodeCheck, EvaluationSpec, ReasoningRun, Sampling, Stage
+from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_json
+from reasoning_pipeline.summary import Output, Progress, StageSummary, now
+
+ENDPOINT_VARIABLE = "REASONING_EVAL_ENDPOINT"
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class Contender:
+    label: str
+    model: str
+    revision: str | None
+
+
+def contenders(run: ReasoningRun, paths: RunPaths) -> list[Contender]:
+    spec = run.spec.evaluation
+    trained = spec.server.model or str(paths.stage_dir(Stage.TRAIN) / "model")
+    models = [
+        Contender(
+            "student", str(paths.resolve(trained)) if spec.server.model else trained, spec.server.revision
+        )
+    ]
+    if spec.compare_with_base:
+        base = run.spec.training.base_model
+        local = paths.resolve(base)
+        models.insert(
+            0, Contender("base", str(local) if local.exists() else base, run.spec.training.revision)
+        )
+    return models
+
+
+def load_benchmark(spec: BenchmarkSpec, paths: RunPaths) -> Benchmark:
+    if spec.path:
+        rows = list(local_rows(paths.resolve(spec.path)))
+    elif spec.hub_id:
+        rows = list(hub_rows(spec.hub_id, None, spec.split, f"benchmark {spec.name}"))
+    else:
+        raise StageError(f"benchmark {spec.name}: give hubId or path")
+    benchmark = build_benchmark(spec.name, rows)
+    if spec.limit:
+        benchmark = Benchmark(benchmark.name, benchmark.template, benchmark.items[: spec.limit])
+    return benchmark
+
+
+def requests_for(
+    contender: Contender, benchmark: Benchmark, sampling: Sampling, system_prompt: str
+) -> list[Request]:
+    requests = []
+    for item in benchmark.items:
+        messages = [{"role": "user", "content": item.prompt}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        for sample in range(sampling.samples_per_prompt):
+            body: dict[str, Any] = {
+                "model": contender.model,
+                "messages": messages,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "max_tokens": sampling.max_tokens,
+            }
+            if sampling.seed is not None:
+                body["seed"] = sampling.seed + sample
+            requests.append(Request(key=f"{item.id}#{sample}", body=body, payload={"item": item.id}))
+    return requests
+
+
+def to_record(request: Request, completion: Completion) -> dict[str, Any]:
+    return {
+        "id": request.key,
+        "item": request.payload["item"],
+        "response": completion.text,
+        "completionTokens": completion.completion_tokens,
+        "finishReason": completion.finish_reason,
+    }
+
+
+def refused(request: Request, reason: str) -> dict[str, Any]:
+    return {"id": request.key, "item": request.payload["item"], "response": "", "error": reason}
+
+
+def score_responses(
+    benchmark: Benchmark, responses: list[dict[str, Any]], code_limits: CodeCheck, code_timeout: float
+) -> dict[str, list[bool]]:
+    """Per item, whether each sample is right."""
+    items = {item.id: item for item in benchmark.items}
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    math = [(r, items[r["item"]]) for r in responses if items[r["item"]].scorer == "math"]
+    choice = [(r, items[r["item"]]) for r in responses if items[r["item"]].scorer == "choice"]
+    code = [(r, items[r["item"]]) for r in responses if items[r["item"]].scorer == "code"]
+    if math:
+        with MathChecker() as checker:
+            answers = checker.check_many((r["response"], f"\\boxed{{{i.reference}}}") for r, i in math)
+            for (_, item), answer in zip(math, answers, strict=True):
+                verdicts[item.id].append(answer.correct)
+    for response, item in choice:
+        text = response["response"]
+        verdicts[item.id].append(extract_choice(last_boxed(text), text) == item.reference)
+    if code:
+        limits = code_limits.model_copy(update={"test_timeout_seconds": code_timeout})
+        runnable = []
+        for response, item in code:
+            tests = parse_tests(item.tests)
+            program = extract_code(response["response"])
+            if program is None:
+                verdicts[item.id].append(no_code_verdict(tests).passed)
+            else:
+                runnable.append((item, (program, tests, None)))
+        with CodeChecker(limits) as checker:
+            results = checker.check_many(task for _, task in runnable)
+            for (item, _), result in zip(runnable, results, strict=True):
+                verdicts[item.id].append(result.passed)
+    return verdicts
+
+
+def benchmark_score(
+    benchmark: Benchmark, verdicts: dict[str, list[bool]], sampling: Sampling
+) -> dict[str, Any]:
+    n = sampling.samples_per_prompt
+    per_item = [verdicts.get(item.id, []) for item in benchmark.items]
+    pass1 = sum(pass_at_k(len(v), sum(v), 1) for v in per_item) / len(per_item)
+    score: dict[str, Any] = {
+        "score": round(100 * pass1, 2),
+        "metric": "pass@1",
+        "problems": len(per_item),
+        "correct": sum(sum(v) for v in per_item),
+    }
+    if n > 1:
+        score[f"pass@{n}"] = round(
+            100 * sum(pass_at_k(len(v), sum(v), n) for v in per_item) / len(per_item), 2
+        )
+    by_level: dict[str, list[float]] = defaultdict(list)
+    for item, samples in zip(benchmark.items, per_item, strict=True):
+        if item.metadata.get("difficulty"):
+            by_level[str(item.metadata["difficulty"])].append(pass_at_k(len(samples), sum(samples), 1))
+    if by_level:  # LiveCodeBench is reported per difficulty
+        score["byDifficulty"] = {
+            level: round(100 * sum(v) / len(v), 2) for level, v in sorted(by_level.items())
+        }
+    return score
+
+
+def provenance(
+    contender: Contender, benchmark: Benchmark, sampling: Sampling, spec: EvaluationSpec
+) -> dict[str, Any]:
+    return {
+        "model": contender.model,
+        "revision": contender.revision,
+        "dtype": spec.server.dtype,
+        "engine": spec.server.engine,
+        "sampling": sampling.model_dump(by_alias=True),
+        "samples": sampling.samples_per_prompt,
+        "promptTemplateSha256": benchmark.template_sha256,
+        "systemPromptSha256": hashlib.sha256(spec.system_prompt.encode()).hexdigest(),
+        "problemsSha256": benchmark.items_sha256,
+    }
+
+
+async def _responses(
+    endpoint: str, requests: list[Request], journal: Journal, spec: EvaluationSpec, description: str
+) -> Any:
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64)) as session:
+        await wait_for_server(session, endpoint, 1800)
+        with bar(len(requests), description, initial=len(journal)) as progress:
+            return await drive(
+                requests,
+                journal,
+                make_complete(session, endpoint),
+                concurrency=64,
+                max_retries=5,
+                to_record=to_record,
+                on_permanent=refused,
+                on_done=lambda: progress.update(1),
+            )
+
+
+def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
+    started_at = now()
+    spec = run.spec.evaluation
+    endpoint = (spec.server.endpoint or os.environ.get(ENDPOINT_VARIABLE) or "").rstrip("/")
+    if not endpoint:
+        raise StageError(f"no model endpoint: set evaluation.server.endpoint or ${ENDPOINT_VARIABLE}")
+    benchmarks = [(b, load_benchmark(b, paths)) for b in spec.benchmarks]
+    stage_dir = paths.stage_dir(Stage.EVALUATE)
+    results: dict[str, dict[str, Any]] = {}
+    done = total = 0
+    for contender in contenders(run, paths):
+        for benchmark_spec, benchmark in benchmarks:
+            sampling = benchmark_spec.sampling or spec.sampling
+            requests = requests_for(contender, benchmark, sampling, spec.system_prompt)
+            name = f"{contender.label}-{benchmark.name}"
+            with Journal(stage_dir / f"{name}.journal.jsonl") as journal:
+                try:
+                    report = asyncio.run(_responses(endpoint, requests, journal, spec, f"evaluate {name}"))
+                except FatalError as error:
+                    raise StageError(f"model endpoint {endpoint}: {error}") from error
+                if report.transient_failures:
+                    raise StageError(
+                        f"{name}: {len(report.transient_failures)} requests still failing; a rerun resumes"
+                    )
+                responses = [journal.records()[r.key] for r in requests]
+            verdicts = score_responses(benchmark, responses, run.spec.filter.code, spec.code_timeout_seconds)
+            score = benchmark_score(benchmark, verdicts, sampling)
+            score["provenance"] = provenance(contender, benchmark, sampling, spec)
+            results.setdefault(contender.label, {})[benchmark.name] = score
+            done += len(requests)
+            total += len(requests)
+    out = stage_dir / RESULTS_FILE
+    atomic_write_json(out, results)
+    headline = ", ".join(
+        f"{label} {name} {score['score']:.1f}"
+        for label, scores in results.items()
+        for name, score in scores.items()
+    )
+    return StageSummary(
+        stage=Stage.EVALUATE,
+        phase="Succeeded",
+        message=headline,
+        started_at=started_at,
+        finished_at=now(),
+        progress=Progress(done=done, total=total),
+        outputs={"results": Output(path=str(out.relative_to(paths.root)))},
+        metrics={
+            "results": {
+                label: {
+                    name: {k: v for k, v in score.items() if k != "provenance"}
+                    for name, score in scores.items()
+                }
+                for label, scores in results.items()
+            }
+        },
+    )

@@ -1,6 +1,7 @@
 """`reasoning-pipeline`: one stage per verb, the verifier checks, and the tiny world.
 
   reasoning-pipeline <stage> --config RUN.yaml [--root DIR]   run one stage of a ReasoningRun
+  reasoning-pipeline run RUN.yaml [--root DIR]                  every enabled stage in order, locally
   reasoning-pipeline check math|code  < in.jsonl > out.jsonl    the filter's verdicts, one line per input
   reasoning-pipeline rewrite-stand-in [--port N]                a rule-based stand-in for the rewrite API
 
@@ -27,7 +28,8 @@ StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
 
 def stage_runners() -> dict[Stage, StageRunner]:
     """The stages built so far, imported lazily so `check` stays light."""
-    from reasoning_pipeline import data, evaluate, generate, rewrite
+    from reasoning_pipeline import data, evaluate, generate, rewrite, train
+    from reasoning_pipeline import format as format_stage
     from reasoning_pipeline.filter import stage as filter_stage
 
     return {
@@ -35,6 +37,8 @@ def stage_runners() -> dict[Stage, StageRunner]:
         Stage.GENERATE: generate.run,
         Stage.REWRITE: rewrite.run,
         Stage.FILTER: filter_stage.run,
+        Stage.FORMAT: format_stage.run,
+        Stage.TRAIN: train.run,
         Stage.EVALUATE: evaluate.run,
     }
 
@@ -105,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from reasoning_pipeline import check
 
         return check.main(arguments.kind, arguments.workers)
+    if arguments.verb == "run":
+        from reasoning_pipeline.local_run import run_all
+
+        return run_all(Path(arguments.config), Path(arguments.root))
     if arguments.verb == "rewrite-stand-in":
         from reasoning_pipeline import rewrite_stand_in
 

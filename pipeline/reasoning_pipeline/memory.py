@@ -107,8 +107,11 @@ class MemoryPlan:
         ]
         budget = self.gpu_memory_bytes * USABLE_FRACTION / GIB
         verdict = "fits" if self.fits else "does NOT fit"
+        size = (
+            f"{self.parameters / 1e9:.2f} B" if self.parameters >= 1e8 else f"{self.parameters / 1e6:.2f} M"
+        )
         head = (
-            f"memory plan: {self.parameters / 1e9:.2f} B parameters, {self.world_size} GPUs, "
+            f"memory plan: {size} parameters, {self.world_size} GPUs, "
             f"offload {self.offload}, budget {budget:.1f} GiB per GPU ({verdict})"
         )
         return "\n".join([head, *(f"  {name:<17} {value / GIB:8.2f} GiB" for name, value in rows)])

@@ -32,6 +32,8 @@ from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl
 from reasoning_pipeline.summary import Progress, StageSummary, now, output_of
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"
+BASE_URL_VARIABLE = "REASONING_REWRITE_BASE_URL"
+"""Set where the API is deployed for this run (the rule-based stand-in); overrides rewrite.baseUrl."""
 JOURNAL_FILE = "rewrite.journal.jsonl"
 REWRITTEN_FILE = "rewritten.jsonl"
 FAILED_FILE = "failed.jsonl"
@@ -145,9 +147,13 @@ def refused(request: Request, reason: str) -> dict[str, Any]:
     return {"id": request.key, "error": f"rewrite refused: {reason}"}
 
 
+def api_base_url(spec: RewriteSpec) -> str:
+    return os.environ.get(BASE_URL_VARIABLE) or spec.base_url
+
+
 async def _rewrite(spec: RewriteSpec, api_key: str, requests: list[Request], journal: Journal) -> Any:
     client = openai.AsyncOpenAI(
-        base_url=spec.base_url, api_key=api_key, max_retries=0, timeout=spec.request_timeout_seconds
+        base_url=api_base_url(spec), api_key=api_key, max_retries=0, timeout=spec.request_timeout_seconds
     )
     try:
         with bar(len(requests), "rewrite", initial=len(journal)) as progress:
@@ -193,7 +199,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         try:
             report = asyncio.run(_rewrite(spec, api_key, requests, journal))
         except FatalError as error:
-            raise StageError(f"rewrite API {spec.base_url}: {error}") from error
+            raise StageError(f"rewrite API {api_base_url(spec)}: {error}") from error
         done = journal.records()
     if report.transient_failures:
         key, reason = next(iter(report.transient_failures.items()))

@@ -281,6 +281,11 @@ class RewriteSpec(StageCommon):
     api_key_secret: SecretKeyRef | None = Field(
         default=None, description="Secret holding the API key (mounted as OPENAI_API_KEY, never logged)."
     )
+    stand_in: bool = Field(
+        default=False,
+        description="Rewrite with the project's rule-based stand-in server instead of an API model (tiny "
+        "runs and demos: no key, no cost, not a language model).",
+    )
     temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature of the rewrite.")
     max_tokens: int = Field(default=16384, ge=1, description="Most tokens of one rewritten trace.")
     concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight at once.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -35,3 +36,17 @@ def tear_last_line(journal: Path, partial: str) -> None:
     """What a kill in the middle of a write leaves behind."""
     with journal.open("a") as handle:
         handle.write(partial)
+
+
+def kill_processes_mentioning(text: str) -> int:
+    """SIGKILL every process whose command line mentions `text`, as a container runtime kills a whole
+    container: torchrun's workers run in sessions of their own, so signalling its group is not enough."""
+    killed = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):  # it ended while we looked
+            continue
+    return killed

@@ -1,0 +1,323 @@
+"""Stage `train`: full-parameter SFT of the student with torch + transformers + DeepSpeed ZeRO.
+
+One program for every launcher: torchrun on a laptop and a Kubeflow PyTorchJob on a cluster both give it
+RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. The loss covers assistant tokens only (the
+trace the student must learn to write), under the student's own chat template. Checkpoints are written
+every `saveSteps` optimizer steps; a restarted run resumes from the latest one and skips the micro-batches
+it already trained on, so a killed job ends with the same number of optimizer steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reasoning_pipeline.deepspeed_config import deepspeed_config
+from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.format import chat_messages, chat_token_ids
+from reasoning_pipeline.memory import H100_80GB_BYTES, MemoryPlan, ModelShape, choose_offload
+from reasoning_pipeline.spec import ReasoningRun, Stage, TrainingSpec
+from reasoning_pipeline.stage_input import read_stage_input
+from reasoning_pipeline.storage import RunPaths, atomic_write_json
+from reasoning_pipeline.summary import Output, Progress, StageSummary, now
+
+IGNORE_INDEX = -100
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_DIR = "model"
+HISTORY_FILE = "loss-history.json"
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode(tokenizer: Any, row: dict[str, Any], cutoff: int, where: str) -> Example:
+    """Tokens of the whole conversation; labels only on the assistant's reply."""
+    messages = chat_messages(row)
+    if not messages or messages[-1]["role"] != "assistant":
+        raise StageError(f"{where}: the conversation must end with the assistant's reply")
+    prompt_ids = chat_token_ids(tokenizer, messages[:-1], add_generation_prompt=True)
+    full_ids = chat_token_ids(tokenizer, messages)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise StageError(f"{where}: the chat template renders the prompt differently inside the conversation")
+    if len(full_ids) > cutoff:
+        raise StageError(
+            f"{where}: {len(full_ids)} tokens, longer than training.cutoffLen ({cutoff}); "
+            "the format stage drops such samples when format.maxTokens ≤ cutoffLen"
+        )
+    labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids) :]
+    return Example(full_ids, labels)
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(count))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return order
+
+
+def micro_batches(
+    examples: Sequence[Example], spec: TrainingSpec, rank: int, world_size: int, epoch: int
+) -> list[list[Example]]:
+    """This rank's micro-batches of one epoch: every rank walks the same shuffled order, takes its stride,
+    and drops the ragged tail so every rank runs the same number of steps."""
+    order = epoch_order(len(examples), spec.seed, epoch)
+    per_step = spec.micro_batch_size * world_size
+    usable = len(order) // per_step * per_step
+    mine = order[rank:usable:world_size]
+    return [
+        [examples[i] for i in mine[start : start + spec.micro_batch_size]]
+        for start in range(0, len(mine), spec.micro_batch_size)
+    ]
+
+
+def collate(batch: list[Example], pad_id: int) -> dict[str, Any]:
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in batch]
+    labels = [e.labels + [IGNORE_INDEX] * (width - len(e.labels)) for e in batch]
+    mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
+    return {
+        "input_ids": torch.tensor(ids),
+        "labels": torch.tensor(labels),
+        "attention_mask": torch.tensor(mask),
+    }
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str) -> Any:
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        """What torchrun and the PyTorchJob controller set; a lone process is rank 0 of 1."""
+        return cls(
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        )
+
+
+def memory_plan(model_config: dict[str, Any], spec: TrainingSpec, world_size: int) -> MemoryPlan | None:
+    try:
+        shape = ModelShape.from_config(model_config)
+    except KeyError:
+        return None
+    return choose_offload(
+        shape,
+        sequence_length=spec.cutoff_len,
+        micro_batch_size=spec.micro_batch_size,
+        world_size=world_size,
+        gpu_memory_bytes=H100_80GB_BYTES,
+        zero_stage=spec.deepspeed.zero_stage,
+        half_precision=spec.precision != "fp32",
+    )
+
+
+def load_sft_rows(run: ReasoningRun, paths: RunPaths) -> list[dict[str, Any]]:
+    path, rows = read_stage_input(
+        paths, run.spec.training.input_path, Stage.FORMAT, "sft.jsonl", "training.inputPath"
+    )
+    if not rows:
+        raise StageError(f"{path}: the SFT dataset is empty")
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row.get("conversations"), list):
+            raise StageError(f"{path}: record {number}: field 'conversations' missing (ShareGPT format)")
+    return rows
+
+
+def _model_source(spec: TrainingSpec, paths: RunPaths) -> str:
+    local = paths.resolve(spec.base_model)
+    if local.exists():
+        return str(local)
+    if spec.base_model.startswith(("/", "./", "../")) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise StageError(f"training.baseModel {spec.base_model!r}: no such model folder ({local})")
+    return spec.base_model  # a hub id
+
+
+def _latest_checkpoint(directory: Path) -> str | None:
+    latest = directory / "latest"
+    if not latest.is_file():
+        return None
+    tag = latest.read_text().strip()
+    if not (directory / tag).is_dir():
+        raise StageError(f"{latest}: names checkpoint {tag!r}, which is missing: the checkpoint is corrupt")
+    return tag
+
+
+def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
+    import deepspeed
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    started_at, started = now(), time.monotonic()
+    spec = run.spec.training
+    where = Distributed.from_environment()
+    if where.world_size * spec.micro_batch_size * spec.gradient_accumulation_steps != spec.global_batch_size:
+        raise StageError(
+            f"training.globalBatchSize ({spec.global_batch_size}) must equal microBatchSize "
+            f"({spec.micro_batch_size}) × gradientAccumulationSteps ({spec.gradient_accumulation_steps}) × "
+            f"processes ({where.world_size})"
+        )
+    torch.manual_seed(spec.seed)
+    source = _model_source(spec, paths)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision)
+        config = AutoConfig.from_pretrained(source, revision=spec.revision)
+    except (OSError, ValueError) as error:
+        raise StageError(f"training.baseModel {spec.base_model!r} cannot be loaded: {error}") from error
+    plan = memory_plan(config.to_dict(), spec, where.world_size)
+    if plan is not None and where.rank == 0:
+        print(plan.table(), flush=True)
+    rows = load_sft_rows(run, paths)
+    examples = [
+        encode(tokenizer, row, spec.cutoff_len, f"SFT record {n}") for n, row in enumerate(rows, start=1)
+    ]
+    per_epoch = len(micro_batches(examples, spec, where.rank, where.world_size, 0))
+    if per_epoch < spec.gradient_accumulation_steps:
+        raise StageError(
+            f"{len(examples)} SFT samples make {per_epoch} micro-batches per process, fewer than "
+            f"gradientAccumulationSteps ({spec.gradient_accumulation_steps}): not one optimizer step"
+        )
+    stage_dir = paths.stage_dir(Stage.TRAIN)
+    checkpoints = stage_dir / CHECKPOINTS_DIR
+    tag = _latest_checkpoint(checkpoints)
+    # every check of the input is done: only now join the other processes
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    steps_per_epoch = per_epoch // spec.gradient_accumulation_steps
+    total_steps = max(1, math.floor(steps_per_epoch * spec.epochs))
+    total_micro = total_steps * spec.gradient_accumulation_steps
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[spec.precision]
+    model = AutoModelForCausalLM.from_pretrained(source, revision=spec.revision, torch_dtype=dtype)
+    model.gradient_checkpointing_enable()  # type: ignore[no-untyped-call]
+    ds_config = deepspeed_config(spec, plan)
+    offloading = "offload_optimizer" in ds_config["zero_optimization"]
+    optimizer = None
+    if not offloading:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
+        )
+    else:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, int(total_steps * spec.warmup_ratio), spec.lr_scheduler)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=schedule, config=ds_config
+    )
+
+    history: list[dict[str, Any]] = []
+    micro_done, resumed_from = 0, None
+    if tag is not None:
+        try:
+            _, client_state = engine.load_checkpoint(str(checkpoints), tag)
+        except Exception as error:  # DeepSpeed raises many kinds for a damaged checkpoint
+            raise StageError(f"checkpoint {checkpoints / tag} cannot be loaded: {error}") from error
+        if client_state is None:
+            raise StageError(f"checkpoint {checkpoints / tag} cannot be loaded: its state is missing")
+        micro_done, history, resumed_from = client_state["micro_batches"], client_state["history"], tag
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokens_seen, window_loss, window_count = 0, 0.0, 0
+    engine.train()
+    for micro in range(micro_done, total_micro):
+        epoch, index = divmod(micro, per_epoch)
+        batch = collate(micro_batches(examples, spec, where.rank, where.world_size, epoch)[index], pad_id)
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+        tokens_seen += int(batch["attention_mask"].sum())
+        window_loss, window_count = window_loss + float(loss), window_count + 1
+        if (micro + 1) % spec.gradient_accumulation_steps == 0:  # DeepSpeed stepped the optimizer
+            step = (micro + 1) // spec.gradient_accumulation_steps
+            history.append(
+                {"step": step, "loss": round(window_loss / window_count, 5), "lr": schedule.get_last_lr()[0]}
+            )
+            window_loss, window_count = 0.0, 0
+            if where.rank == 0:
+                print(f"step {step}/{total_steps} loss {history[-1]['loss']:.4f}", flush=True)
+            if step % spec.save_steps == 0 or step == total_steps:
+                engine.save_checkpoint(
+                    str(checkpoints),
+                    tag=f"step-{step}",
+                    client_state={"micro_batches": micro + 1, "history": history},
+                )
+    out = stage_dir / MODEL_DIR
+    engine.save_16bit_model(str(out), "pytorch_model.bin")
+    seconds = time.monotonic() - started
+    if where.rank != 0:
+        return _summary(
+            started_at, history, total_steps, resumed_from, out, paths, seconds, tokens_seen, where
+        )
+    model.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out)
+    atomic_write_json(stage_dir / HISTORY_FILE, history)
+    (stage_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
+    return _summary(started_at, history, total_steps, resumed_from, out, paths, seconds, tokens_seen, where)
+
+
+def _summary(
+    started_at: str,
+    history: list[dict[str, Any]],
+    total_steps: int,
+    resumed_from: str | None,
+    out: Path,
+    paths: RunPaths,
+    seconds: float,
+    tokens: int,
+    where: Distributed,
+) -> StageSummary:
+    first, last = history[0]["loss"], history[-1]["loss"]
+    return StageSummary(
+        stage=Stage.TRAIN,
+        phase="Succeeded",
+        message=f"{total_steps} optimizer steps, loss {first:.3f} → {last:.3f}"
+        + (f" (resumed from {resumed_from})" if resumed_from else ""),
+        started_at=started_at,
+        finished_at=now(),
+        progress=Progress(done=len(history), total=total_steps),
+        outputs={"model": Output(path=str(out.relative_to(paths.root)))},
+        metrics={
+            "optimizerSteps": len(history),
+            "firstLoss": first,
+            "lastLoss": last,
+            "resumedFrom": resumed_from,
+            "worldSize": where.world_size,
+            "tokensPerSecondThisRun": round(tokens * where.world_size / seconds, 1) if seconds else None,
+        },
+    )
+
+
+def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
+    return train(run, paths)

@@ -1,0 +1,148 @@
+"""Stage `train`: DeepSpeed ZeRO-3 SFT under torchrun (2 processes, gloo), resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from reasoning_pipeline import train
+from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.spec import ReasoningRun
+from reasoning_pipeline.storage import RunPaths
+
+from tests.support.sft_fixture import addition_rows, build_student, write_jsonl
+from tests.support.stage_process import kill_processes_mentioning
+from tests.support.waiting import wait_for
+
+ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def train_manifest(**training: Any) -> dict[str, Any]:
+    disabled = {"enabled": False}
+    return {
+        "apiVersion": "reasoning.dev/v1alpha1",
+        "kind": "ReasoningRun",
+        "metadata": {"name": "sft"},
+        "spec": {
+            **{s: disabled for s in ("data", "generation", "rewrite", "filter", "format", "evaluation")},
+            "nodePools": [{"name": "cpu"}],
+            "generation": {"enabled": False, "teacher": {"model": "none", "nodePool": "cpu"}},
+            "training": {
+                "baseModel": "student",
+                "inputPath": "sft.jsonl",
+                "nodePool": "cpu",
+                "gpusPerNode": 0,
+                "processesPerNode": 2,
+                "microBatchSize": 4,
+                "gradientAccumulationSteps": 2,
+                "globalBatchSize": 16,
+                "learningRate": 3e-3,
+                "epochs": 4,
+                "cutoffLen": 256,
+                "precision": "fp32",
+                "saveSteps": 3,
+                "deepspeed": {"zeroStage": 3, "offloadOptimizer": "none", "offloadParameters": "none"},
+                **training,
+            },
+        },
+    }
+
+
+@pytest.fixture
+def sft_root(tmp_path: Path) -> Path:
+    rows = addition_rows(64)
+    build_student(tmp_path / "student", rows)
+    write_jsonl(tmp_path / "sft.jsonl", rows)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(train_manifest()))
+    return tmp_path
+
+
+def torchrun(root: Path) -> list[str]:
+    program = ["-m", "reasoning_pipeline", "train", "--config", str(root / "run.yaml"), "--root", str(root)]
+    return [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", *program]
+
+
+def test_zero3_on_two_processes_resumes_after_a_kill_and_the_loss_goes_down(sft_root: Path) -> None:
+    stage_dir = sft_root / "runs" / "sft" / "train"
+    latest = stage_dir / "checkpoints" / "latest"
+    # killed right after its first checkpoint (step 3 of 16)
+    process = subprocess.Popen(
+        torchrun(sft_root),
+        env=ENVIRONMENT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(latest.exists, timeout=300, what="the first checkpoint")
+    finally:
+        kill_processes_mentioning(str(sft_root / "run.yaml"))
+        process.wait()
+    killed_at = latest.read_text().strip()
+    assert not (stage_dir / "summary.json").exists()
+
+    finished = subprocess.run(
+        torchrun(sft_root), env=ENVIRONMENT, capture_output=True, text=True, check=False
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    summary = json.loads((stage_dir / "summary.json").read_text())
+    metrics = summary["metrics"]
+    assert metrics["resumedFrom"] == killed_at
+    # 64 samples / (4 per micro-batch × 2 processes) = 8 micro-batches per epoch = 4 steps; × 4 epochs
+    assert metrics["optimizerSteps"] == 16
+    history = json.loads((stage_dir / "loss-history.json").read_text())
+    assert [entry["step"] for entry in history] == list(range(1, 17))
+    assert metrics["lastLoss"] < metrics["firstLoss"] * 0.8
+    deepspeed_config = json.loads((stage_dir / "deepspeed.json").read_text())
+    assert deepspeed_config["train_batch_size"] == 16
+    assert deepspeed_config["zero_optimization"]["stage"] == 3
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(stage_dir / "model")
+    tokenizer = AutoTokenizer.from_pretrained(stage_dir / "model")
+    assert model.config.num_hidden_layers == 2
+    assert tokenizer.chat_template
+
+
+def run_in_process(root: Path, **training: Any) -> Any:
+    run = ReasoningRun.model_validate(train_manifest(**training))
+    return train.run(run, RunPaths(root, "sft"))
+
+
+def test_a_process_count_that_breaks_the_batch_is_named(sft_root: Path) -> None:
+    # one process where the spec planned two
+    expected = "must equal microBatchSize (4) × gradientAccumulationSteps (2) × processes (1)"
+    with pytest.raises(StageError, match=re.escape(expected)):
+        run_in_process(sft_root)
+
+
+def test_a_missing_model_is_named(sft_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(StageError, match=r"training\.baseModel 'nowhere': no such model folder"):
+        run_in_process(sft_root, baseModel="nowhere")
+
+
+def test_a_sequence_longer_than_the_cutoff_is_named(sft_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(StageError, match=r"SFT record 1: \d+ tokens, longer than training.cutoffLen \(16\)"):
+        run_in_process(sft_root, cutoffLen=16)
+
+
+def test_a_corrupt_checkpoint_is_named(sft_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    checkpoints = sft_root / "runs" / "sft" / "train" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "latest").write_text("step-99")
+    with pytest.raises(
+        StageError, match="names checkpoint 'step-99', which is missing: the checkpoint is corrupt"
+    ):
+        run_in_process(sft_root)

@@ -1,0 +1,69 @@
+"""A small SFT world for format/train tests: a tokenizer with a chat template, a random-init Qwen2 student
+and ShareGPT rows of worked additions. Seconds to build, so stage tests need not wait for the tiny world.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from reasoning_pipeline.spec import STILL2_SYSTEM_PROMPT
+
+SYSTEM = "Think, then answer."
+
+
+def addition_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        answer = (
+            f"<|begin_of_thought|>\n\n{a} + {b}: ones {a % 10 + b % 10}, so {a + b}.\n\n"
+            "<|end_of_thought|>\n\n"
+            f"<|begin_of_solution|>\n\n\\boxed{{{a + b}}}\n\n<|end_of_solution|>"
+        )
+        rows.append(
+            {
+                "system": SYSTEM,
+                "conversations": [
+                    {"from": "user", "value": f"What is {a}+{b}?"},
+                    {"from": "assistant", "value": answer},
+                ],
+            }
+        )
+    return rows
+
+
+def build_student(directory: Path, rows: list[dict[str, Any]]) -> Path:
+    """Tokenizer (trained on the rows) and a random-init two-layer Qwen2 model, saved for from_pretrained."""
+    from reasoning_pipeline.tiny_world.tokenizer import save_tokenizer, train_tokenizer
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    corpus = [turn["value"] for row in rows for turn in row["conversations"]] + [SYSTEM, STILL2_SYSTEM_PROMPT]
+    tokenizer = save_tokenizer(
+        train_tokenizer(corpus * 3, vocab_size=400),
+        directory,
+        default_system_prompt=SYSTEM,
+        model_max_length=512,
+    )
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path

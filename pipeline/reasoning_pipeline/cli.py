@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = verbs.add_parser("check", help="verdicts of the filter's checkers for JSON Lines on stdin")
     check.add_argument("kind", choices=["math", "code"])
     check.add_argument("--workers", type=int, default=0, help="checker processes (default: one per CPU)")
+    whole = verbs.add_parser("run", help="run every enabled stage in order on this machine, resuming")
+    whole.add_argument("config", help="a ReasoningRun manifest (YAML)")
+    whole.add_argument("--root", default=".", help="storage root (default: the current folder)")
     stand_in = verbs.add_parser(
         "rewrite-stand-in", help="serve the rule-based local stand-in for the rewrite API"
     )

@@ -72,6 +72,13 @@ def test_the_full_recipe_example_declares_the_defaults() -> None:
     assert run.spec.rewrite.api_key_secret is not None
 
 
+def test_the_tiny_example_is_a_cpu_run_with_the_stand_in() -> None:
+    run = load_run(EXAMPLES / "tiny.yaml")
+    assert run.spec.training.world_size == 2
+    assert run.spec.rewrite.stand_in
+    assert {pool.gpus_per_node for pool in run.spec.node_pools} == {0}
+
+
 def manifest(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "reasoning.dev/v1alpha1",

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.storage import Journal
 
 # A journal fsync per record would cap throughput at the disk's sync rate; every record is still
@@ -184,3 +186,29 @@ async def drive(
         journal.sync()
     report.seconds = time.monotonic() - started
     return report
+
+
+def run_journaled(
+    journal_path: Path,
+    driving: Callable[[Journal], Coroutine[Any, Any, DriveReport]],
+    *,
+    total: int,
+    max_retries: int,
+    where: str,
+) -> tuple[dict[str, dict[str, Any]], int, DriveReport]:
+    """Drives requests into a journal; returns every journaled record by key, how many were there before,
+    and the report. A fatal error, or requests still failing after their retries, fail the stage."""
+    with Journal(journal_path) as journal:
+        resumed = len(journal)
+        try:
+            report = asyncio.run(driving(journal))
+        except FatalError as error:
+            raise StageError(f"{where}: {error}") from error
+        done = journal.records()
+    if report.transient_failures:
+        key, reason = next(iter(report.transient_failures.items()))
+        raise StageError(
+            f"{where}: {len(report.transient_failures)} of {total} requests still failing after "
+            f"{max_retries} retries (e.g. {key}: {reason}); {len(done)} are saved, a rerun resumes"
+        )
+    return done, resumed, report

@@ -10,29 +10,28 @@ through its sandbox, multiple choice through the last boxed letter.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import aiohttp
-
 from reasoning_pipeline.benchmarks import Benchmark, build_benchmark, extract_choice, pass_at_k
-from reasoning_pipeline.completions import Completion, FatalError, Request, drive
+from reasoning_pipeline.completions import Completion, Request, run_journaled
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_verdict, parse_tests
 from reasoning_pipeline.filter.math import MathChecker, last_boxed
-from reasoning_pipeline.generate import make_complete, wait_for_server
-from reasoning_pipeline.progress import bar
+from reasoning_pipeline.generate import chat_over_http
 from reasoning_pipeline.sources import hub_rows, local_rows
 from reasoning_pipeline.spec import BenchmarkSpec, CodeCheck, EvaluationSpec, ReasoningRun, Sampling, Stage
-from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_json
+from reasoning_pipeline.storage import RunPaths, atomic_write_json
 from reasoning_pipeline.summary import Output, Progress, StageSummary, now
 
 ENDPOINT_VARIABLE = "REASONING_EVAL_ENDPOINT"
 RESULTS_FILE = "results.json"
+EVALUATION_CONCURRENCY = 64
+EVALUATION_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -185,25 +184,6 @@ def provenance(
     }
 
 
-async def _responses(
-    endpoint: str, requests: list[Request], journal: Journal, spec: EvaluationSpec, description: str
-) -> Any:
-    timeout = aiohttp.ClientTimeout(total=3600)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64)) as session:
-        await wait_for_server(session, endpoint, 1800)
-        with bar(len(requests), description, initial=len(journal)) as progress:
-            return await drive(
-                requests,
-                journal,
-                make_complete(session, endpoint),
-                concurrency=64,
-                max_retries=5,
-                to_record=to_record,
-                on_permanent=refused,
-                on_done=lambda: progress.update(1),
-            )
-
-
 def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     started_at = now()
     spec = run.spec.evaluation
@@ -213,28 +193,36 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     benchmarks = [(b, load_benchmark(b, paths)) for b in spec.benchmarks]
     stage_dir = paths.stage_dir(Stage.EVALUATE)
     results: dict[str, dict[str, Any]] = {}
-    done = total = 0
+    asked = 0
     for contender in contenders(run, paths):
         for benchmark_spec, benchmark in benchmarks:
             sampling = benchmark_spec.sampling or spec.sampling
             requests = requests_for(contender, benchmark, sampling, spec.system_prompt)
             name = f"{contender.label}-{benchmark.name}"
-            with Journal(stage_dir / f"{name}.journal.jsonl") as journal:
-                try:
-                    report = asyncio.run(_responses(endpoint, requests, journal, spec, f"evaluate {name}"))
-                except FatalError as error:
-                    raise StageError(f"model endpoint {endpoint}: {error}") from error
-                if report.transient_failures:
-                    raise StageError(
-                        f"{name}: {len(report.transient_failures)} requests still failing; a rerun resumes"
-                    )
-                responses = [journal.records()[r.key] for r in requests]
+            journaled, _, _ = run_journaled(
+                stage_dir / f"{name}.journal.jsonl",
+                partial(
+                    chat_over_http,
+                    endpoint,
+                    requests,
+                    concurrency=EVALUATION_CONCURRENCY,
+                    max_retries=EVALUATION_RETRIES,
+                    request_timeout=3600,
+                    ready_timeout=1800,
+                    description=f"evaluate {name}",
+                    to_record=to_record,
+                    on_permanent=refused,
+                ),
+                total=len(requests),
+                max_retries=EVALUATION_RETRIES,
+                where=f"model endpoint {endpoint} ({name})",
+            )
+            responses = [journaled[r.key] for r in requests]
             verdicts = score_responses(benchmark, responses, run.spec.filter.code, spec.code_timeout_seconds)
             score = benchmark_score(benchmark, verdicts, sampling)
             score["provenance"] = provenance(contender, benchmark, sampling, spec)
             results.setdefault(contender.label, {})[benchmark.name] = score
-            done += len(requests)
-            total += len(requests)
+            asked += len(requests)
     out = stage_dir / RESULTS_FILE
     atomic_write_json(out, results)
     headline = ", ".join(
@@ -248,7 +236,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         message=headline,
         started_at=started_at,
         finished_at=now(),
-        progress=Progress(done=done, total=total),
+        progress=Progress(done=asked, total=asked),
         outputs={"results": Output(path=str(out.relative_to(paths.root)))},
         metrics={
             "results": {

@@ -10,20 +10,21 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
 
 from reasoning_pipeline.completions import (
     Completion,
-    FatalError,
+    DriveReport,
     Request,
     TransientError,
     classify_status,
     completion_from_json,
     drive,
     parse_retry_after,
+    run_journaled,
 )
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.progress import bar
@@ -131,20 +132,33 @@ def permanent_failure(request: Request, reason: str) -> dict[str, Any]:
     return {"id": request.key, "promptId": request.payload["prompt"]["id"], "error": reason}
 
 
-async def _generate(spec: GenerationSpec, endpoint: str, requests: list[Request], journal: Journal) -> Any:
-    timeout = aiohttp.ClientTimeout(total=spec.request_timeout_seconds)
-    connector = aiohttp.TCPConnector(limit=spec.concurrency)
+async def chat_over_http(
+    endpoint: str,
+    requests: list[Request],
+    journal: Journal,
+    *,
+    concurrency: int,
+    max_retries: int,
+    request_timeout: float,
+    ready_timeout: float,
+    description: str,
+    to_record: Callable[[Request, Completion], dict[str, Any]],
+    on_permanent: Callable[[Request, str], dict[str, Any]],
+) -> DriveReport:
+    """Every request not yet journaled, against an OpenAI-compatible server once it answers."""
+    timeout = aiohttp.ClientTimeout(total=request_timeout)
+    connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        await wait_for_server(session, endpoint, spec.server_ready_timeout_seconds)
-        with bar(len(requests), "generate", initial=len(journal)) as progress:
+        await wait_for_server(session, endpoint, ready_timeout)
+        with bar(len(requests), description, initial=len(journal)) as progress:
             return await drive(
                 requests,
                 journal,
                 make_complete(session, endpoint),
-                concurrency=spec.concurrency,
-                max_retries=spec.max_retries,
+                concurrency=concurrency,
+                max_retries=max_retries,
                 to_record=to_record,
-                on_permanent=permanent_failure,
+                on_permanent=on_permanent,
                 on_done=lambda: progress.update(1),
             )
 
@@ -156,19 +170,24 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     endpoint = teacher_endpoint(spec)
     requests = list(sample_requests(spec, prompts))
     stage_dir = paths.stage_dir(Stage.GENERATE)
-    with Journal(stage_dir / JOURNAL_FILE) as journal:
-        resumed = len(journal)
-        try:
-            report = asyncio.run(_generate(spec, endpoint, requests, journal))
-        except FatalError as error:
-            raise StageError(f"teacher endpoint {endpoint}: {error}") from error
-        done = journal.records()
-    if report.transient_failures:
-        key, reason = next(iter(report.transient_failures.items()))
-        raise StageError(
-            f"{len(report.transient_failures)} of {len(requests)} requests still failing after "
-            f"{spec.max_retries} retries (e.g. {key}: {reason}); {len(done)} are saved, a rerun resumes"
-        )
+    done, resumed, report = run_journaled(
+        stage_dir / JOURNAL_FILE,
+        lambda journal: chat_over_http(
+            endpoint,
+            requests,
+            journal,
+            concurrency=spec.concurrency,
+            max_retries=spec.max_retries,
+            request_timeout=spec.request_timeout_seconds,
+            ready_timeout=spec.server_ready_timeout_seconds,
+            description="generate",
+            to_record=to_record,
+            on_permanent=permanent_failure,
+        ),
+        total=len(requests),
+        max_retries=spec.max_retries,
+        where=f"teacher endpoint {endpoint}",
+    )
     out = stage_dir / RAW_FILE
     written = atomic_write_jsonl(out, (done[r.key] for r in requests))
     failed = sum(1 for record in done.values() if "error" in record)

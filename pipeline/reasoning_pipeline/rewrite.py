@@ -9,7 +9,6 @@ The API key comes from the environment (a Secret in the cluster) and is never lo
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -17,12 +16,12 @@ import openai
 
 from reasoning_pipeline.completions import (
     Completion,
-    FatalError,
     Request,
     TransientError,
     classify_status,
     drive,
     parse_retry_after,
+    run_journaled,
 )
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.progress import bar
@@ -194,19 +193,13 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         for trace in traces
     ]
     stage_dir = paths.stage_dir(Stage.REWRITE)
-    with Journal(stage_dir / JOURNAL_FILE) as journal:
-        resumed = len(journal)
-        try:
-            report = asyncio.run(_rewrite(spec, api_key, requests, journal))
-        except FatalError as error:
-            raise StageError(f"rewrite API {api_base_url(spec)}: {error}") from error
-        done = journal.records()
-    if report.transient_failures:
-        key, reason = next(iter(report.transient_failures.items()))
-        raise StageError(
-            f"{len(report.transient_failures)} of {len(requests)} rewrites still failing after "
-            f"{spec.max_retries} retries (e.g. {key}: {reason}); {len(done)} are saved, a rerun resumes"
-        )
+    done, resumed, _ = run_journaled(
+        stage_dir / JOURNAL_FILE,
+        lambda journal: _rewrite(spec, api_key, requests, journal),
+        total=len(requests),
+        max_retries=spec.max_retries,
+        where=f"rewrite API {api_base_url(spec)}",
+    )
     ordered = [done[r.key] for r in requests]
     good = [r for r in ordered if "error" not in r]
     failed = [r for r in ordered if "error" in r]

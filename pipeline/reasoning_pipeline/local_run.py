@@ -102,6 +102,7 @@ def run_all(config: Path, root: Path) -> int:
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    root = root.resolve()  # servers and stages must agree on every relative path in the spec
     paths = RunPaths(root, run.metadata.name)
     for stage in STAGE_ORDER:
         if not run.spec.section(stage).enabled:

@@ -57,7 +57,14 @@ def input_prompts(run: ReasoningRun, paths: RunPaths) -> list[dict[str, Any]]:
     return prompts
 
 
-def sample_requests(spec: GenerationSpec, prompts: list[dict[str, Any]]) -> Iterator[Request]:
+def served_model_name(spec: GenerationSpec, paths: RunPaths) -> str:
+    """The name the teacher is served under: a model folder on the storage by its absolute path (how the
+    server is started with it), a hub id as it is."""
+    local = paths.resolve(spec.teacher.model)
+    return str(local) if local.exists() else spec.teacher.model
+
+
+def sample_requests(spec: GenerationSpec, prompts: list[dict[str, Any]], model: str) -> Iterator[Request]:
     sampling = spec.sampling
     for prompt in prompts:
         messages = [{"role": "user", "content": prompt["prompt"]}]
@@ -65,7 +72,7 @@ def sample_requests(spec: GenerationSpec, prompts: list[dict[str, Any]]) -> Iter
             messages.insert(0, {"role": "system", "content": spec.system_prompt})
         for sample in range(sampling.samples_per_prompt):
             body: dict[str, Any] = {
-                "model": spec.teacher.model,
+                "model": model,
                 "messages": messages,
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
@@ -168,7 +175,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     spec = run.spec.generation
     prompts = input_prompts(run, paths)
     endpoint = teacher_endpoint(spec)
-    requests = list(sample_requests(spec, prompts))
+    requests = list(sample_requests(spec, prompts, served_model_name(spec, paths)))
     stage_dir = paths.stage_dir(Stage.GENERATE)
     done, resumed, report = run_journaled(
         stage_dir / JOURNAL_FILE,
@@ -188,9 +195,12 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         max_retries=spec.max_retries,
         where=f"teacher endpoint {endpoint}",
     )
+    failed = sum(1 for record in done.values() if "error" in record)
+    if failed == len(requests):
+        example = next(iter(done.values()))["error"]
+        raise StageError(f"teacher endpoint {endpoint} refused every request (e.g. {example})")
     out = stage_dir / RAW_FILE
     written = atomic_write_jsonl(out, (done[r.key] for r in requests))
-    failed = sum(1 for record in done.values() if "error" in record)
     tokens = sum(r.get("usage", {}).get("completionTokens", 0) for r in done.values())
     return StageSummary(
         stage=Stage.GENERATE,

@@ -177,3 +177,13 @@ def test_generate_cli_exits_non_zero_with_the_reason_in_its_summary(tmp_path: Pa
     summary = json.loads((tmp_path / "runs" / "gen" / "generate" / "summary.json").read_text())
     assert summary["phase"] == "Failed"
     assert "refused the credentials (HTTP 401" in summary["message"]
+
+
+def test_a_server_that_refuses_every_request_fails_the_stage(tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.jsonl", 3)
+    with (
+        serve_fake_openai(Behaviour(refuse_containing="What is")) as server,
+        pytest.raises(StageError, match="refused every request"),
+    ):
+        run_generate(tmp_path, server.base_url)
+    assert not (tmp_path / "runs" / "gen" / "generate" / "raw.jsonl").exists()

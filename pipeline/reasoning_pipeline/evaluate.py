@@ -18,10 +18,11 @@ from functools import partial
 from typing import Any
 
 from reasoning_pipeline.benchmarks import Benchmark, build_benchmark, extract_choice, pass_at_k
+from reasoning_pipeline.boxed import last_boxed
 from reasoning_pipeline.completions import Completion, Request, run_journaled
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_verdict, parse_tests
-from reasoning_pipeline.filter.math import MathChecker, last_boxed
+from reasoning_pipeline.filter.math import MathChecker
 from reasoning_pipeline.generate import chat_over_http
 from reasoning_pipeline.sources import hub_rows, local_rows
 from reasoning_pipeline.spec import BenchmarkSpec, CodeCheck, EvaluationSpec, ReasoningRun, Sampling, Stage

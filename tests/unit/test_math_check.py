@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from reasoning_pipeline.filter.math import MathChecker, check_math, last_boxed
+from reasoning_pipeline.boxed import last_boxed
+from reasoning_pipeline.filter.math import MathChecker, check_math
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import cmath
 import math
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,33 +18,9 @@ from typing import Any
 
 from math_verify import parse, verify
 
+from reasoning_pipeline.boxed import last_boxed
+
 RELATIVE_TOLERANCE = 1e-4
-BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
-
-
-def _closing_brace(text: str, opening: int) -> int | None:
-    depth = 0
-    for index in range(opening, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return index
-    return None
-
-
-def last_boxed(text: str) -> str | None:
-    """The brace-matched content of the last \\boxed{…} (or \\fbox{…}); None when there is none."""
-    for box in reversed(list(BOX_COMMAND.finditer(text))):
-        opening = box.end()
-        while opening < len(text) and text[opening].isspace():
-            opening += 1
-        if opening < len(text) and text[opening] == "{":
-            closing = _closing_brace(text, opening)
-            if closing is not None:  # an unclosed box does not count: try the one before it
-                return text[opening + 1 : closing].strip()
-    return None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ default factories become schema defaults (the API server fills them in; the oper
 into a spec), and the models' cross-field checks are restated as CEL rules with messages naming the field,
 so the API server refuses a bad run before any controller sees it.
 
-`python -m reasoning_operator.crd [OUT_DIR]` (`make crds`) writes crds/reasoning.dev_reasoningruns.yaml.
+`python -m reasoning_operator.crd [OUT_DIR]` (`make crds`) writes crds/reasoning.dev_reasoningruns.yaml,
+and the Helm chart's copy in charts/reasoning-operator/crds/ beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, ReasoningRunSp
 PLURAL = "reasoningruns"
 SHORT_NAMES = ["rr"]
 CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
+CHART_CRDS = Path("charts") / "reasoning-operator" / "crds"
 DROPPED_KEYWORDS = {"title", "additionalProperties", "$defs"}
 
 # Lists whose items are addressed by name: the API server then keeps names unique and merges by name.
@@ -238,7 +240,7 @@ def status_schema() -> dict[str, Any]:
         "properties": {
             "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed", "Suspended"]},
             "currentStage": {"type": "string"},
-            "progress": {"type": "string", "description": "The current stage's done/total."},
+            "progress": {"type": "string", "description": "Stages succeeded / stages enabled."},
             "observedGeneration": {"type": "integer", "format": "int64"},
             "cost": open_object,
             "results": open_object,
@@ -256,7 +258,7 @@ RUN_DESCRIPTION = (
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
-    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "done/total"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "stages done/enabled"},
     {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedUSD", "description": "USD so far"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -317,9 +319,16 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     out_dir = Path(arguments[0] if arguments else "crds")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CRD_FILE).write_text(render())
-    print(out_dir / CRD_FILE)
+    targets = [out_dir]
+    # the repository's crds/ sits beside the Helm chart, which ships the same file: one generator, two copies
+    chart_crds = out_dir.parent / CHART_CRDS
+    if chart_crds.parent.is_dir():
+        targets.append(chart_crds)
+    text = render()
+    for folder in targets:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CRD_FILE).write_text(text)
+        print(folder / CRD_FILE)
     return 0
 
 

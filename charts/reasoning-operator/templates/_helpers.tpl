@@ -1,0 +1,102 @@
+{{/* Names: <release>-reasoning-operator unless the release name already contains the chart's. */}}
+{{- define "reasoning-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "reasoning-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "reasoning-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "reasoning-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "reasoning-operator.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "reasoning-operator.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{- define "reasoning-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "reasoning-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "reasoning-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "reasoning-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "reasoning-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: reasoning-operator
+{{- end }}
+
+{{/*
+What the operator does inside the namespaces it watches, and nothing more (no wildcards, no Secrets):
+- reasoningruns: kopf watches them, adds its finalizer and annotations; status is the operator's to write;
+- the children it creates and garbage-collects through ownerReferences: Jobs, the teacher's Deployment and
+  Service, ConfigMaps, Kubeflow PyTorchJobs;
+- PersistentVolumeClaims: created for a run's storage, never deleted (the data outlives the run);
+- pods: read only, for the stage summaries in their termination messages;
+- events: kopf reports handler outcomes on the run (core and events.k8s.io).
+Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads it, the operator never does.
+*/}}
+{{- define "reasoning-operator.namespacedRules" -}}
+- apiGroups: ["reasoning.dev"]
+  resources: ["reasoningruns"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["reasoning.dev"]
+  resources: ["reasoningruns/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["kubeflow.org"]
+  resources: ["pytorchjobs"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs whatever it watches: the resources it serves, and namespaces. */}}
+{{- define "reasoning-operator.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

@@ -1,0 +1,68 @@
+"""What a run has cost so far: GPU-hours from its pods' run time, priced by their node pool, and tokens.
+
+Pods come and go (servers are deleted when their stage ends), so every pod's GPU-seconds are kept in
+status by name and only ever grow: the sum survives the pods and operator restarts alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reasoning_pipeline.spec import ReasoningRunSpec, Stage
+
+from reasoning_operator.observe import Observed
+
+
+def gpu_resources(spec: ReasoningRunSpec) -> frozenset[str]:
+    return frozenset(pool.gpu_resource_name for pool in spec.node_pools)
+
+
+def stage_pool_price(spec: ReasoningRunSpec, stage: Stage) -> float:
+    """USD per GPU-hour where the stage's GPUs are: the teacher's, the trainer's or the evaluated
+    model's pool (the other stages run no GPU pods)."""
+    pool = {
+        Stage.GENERATE: spec.generation.teacher.node_pool,
+        Stage.TRAIN: spec.training.node_pool,
+        Stage.EVALUATE: spec.evaluation.server.node_pool,
+    }.get(stage)
+    try:
+        return spec.pool(pool).gpu_hour_usd if pool else 0.0
+    except KeyError:
+        return 0.0
+
+
+def _metric(entries: Sequence[Mapping[str, Any]], stage: Stage, *names: str) -> int:
+    for entry in entries:
+        if entry.get("name") == stage.value:
+            metrics = entry.get("metrics") or {}
+            return sum(int(metrics.get(name) or 0) for name in names)
+    return 0
+
+
+def run_cost(
+    spec: ReasoningRunSpec,
+    observed: Observed,
+    entries: Sequence[Mapping[str, Any]],
+    previous: Mapping[str, Any],
+) -> dict[str, Any]:
+    pods: dict[str, dict[str, Any]] = {
+        name: dict(seen) for name, seen in (previous.get("pods") or {}).items()
+    }
+    for name, (stage, seconds) in observed.pod_gpu_seconds.items():
+        before = float((pods.get(name) or {}).get("gpuSeconds") or 0)
+        pods[name] = {"stage": stage.value, "gpuSeconds": round(max(before, seconds), 1)}
+    gpu_seconds = sum(float(p["gpuSeconds"]) for p in pods.values())
+    usd = sum(
+        float(p["gpuSeconds"]) / 3600 * stage_pool_price(spec, Stage(p["stage"]))
+        for p in pods.values()
+        if p.get("stage") in {stage.value for stage in Stage}
+    )
+    return {
+        "gpuHours": f"{gpu_seconds / 3600:.2f}",
+        "estimatedUSD": f"{usd:.2f}",
+        # the paid API's tokens (the rewrite); the teacher's tokens are paid for in GPU-hours
+        "apiTokens": _metric(entries, Stage.REWRITE, "apiPromptTokens", "apiCompletionTokens"),
+        "teacherTokens": _metric(entries, Stage.GENERATE, "promptTokens", "completionTokens"),
+        "pods": pods,
+    }

@@ -1,0 +1,109 @@
+"""kopf wiring only: watch events feed the cache and ask for a reconcile of the run they belong to.
+
+Only `on.event` handlers and a resync task: no handler that needs a finalizer (timers and daemons do),
+so uninstalling the operator never leaves runs that cannot be deleted, and kopf writes nothing to the
+runs but what the reconciler writes (their status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from reasoning_pipeline.spec import API_GROUP, API_VERSION
+
+from reasoning_operator import metrics
+from reasoning_operator.cache import Cache, RunKey
+from reasoning_operator.kube import Kube
+from reasoning_operator.naming import LABEL_RUN
+from reasoning_operator.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+# The level-based safety net: every run is reconciled at least this often, events or not.
+RESYNC_SECONDS = float(os.environ.get("REASONING_RESYNC_SECONDS", "30"))
+METRICS_PORT = int(os.environ.get("REASONING_METRICS_PORT", "9090"))
+CHILD_RESOURCES = (
+    ("batch", "v1", "jobs"),
+    ("", "v1", "pods"),
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("kubeflow.org", "v1", "pytorchjobs"),
+)
+
+CACHE = Cache()
+_state: dict[str, Reconciler] = {}
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _reconciler() -> Reconciler:
+    return _state["reconciler"]
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # stalled watches are re-established rather than trusted forever (crate-operator does the same)
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.execution.max_workers = 8
+    settings.posting.level = logging.WARNING
+    kube = Kube(_api_client())
+    _state["reconciler"] = Reconciler(kube, CACHE)
+    if METRICS_PORT:
+        metrics.serve(METRICS_PORT, CACHE, kube)
+    memo["resync"] = asyncio.create_task(_resync_forever())
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync")
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _resync_forever() -> None:
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        for key in CACHE.runs():
+            await asyncio.to_thread(_reconciler().reconcile, key)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "reasoningruns")
+def run_event(event: kopf.RawEvent, **_: Any) -> None:
+    body = event["object"]
+    metadata = body.get("metadata") or {}
+    key: RunKey = (metadata.get("namespace", ""), metadata.get("name", ""))
+    if event["type"] == "DELETED":
+        CACHE.drop_run(body)
+        _reconciler().forget(key)
+        return
+    CACHE.put_run(body)
+    _reconciler().reconcile(key)
+
+
+def child_event(event: kopf.RawEvent, **_: Any) -> None:
+    body = event["object"]
+    owner = CACHE.drop_child(body) if event["type"] == "DELETED" else CACHE.put_child(body)
+    if owner is not None and CACHE.run(owner) is not None:
+        _reconciler().reconcile(owner)
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    kopf.on.event(_group, _version, _plural, labels={LABEL_RUN: kopf.PRESENT})(child_event)

@@ -1,0 +1,117 @@
+"""The operator's few writes to the API server, over the kubernetes client's REST layer.
+
+The operator creates a fixed set of kinds; a table of their paths keeps this free of API discovery (no
+start-up requests, no RBAC for discovery beyond kopf's own). Every request is counted, for the metrics
+and the benchmark's "API requests per run".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from reasoning_pipeline.spec import API_GROUP, API_VERSION
+
+from reasoning_operator.observe import ChildRef
+from reasoning_operator.status import Event
+
+PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("v1", "Pod"): "pods",
+    ("batch/v1", "Job"): "jobs",
+    ("apps/v1", "Deployment"): "deployments",
+    ("kubeflow.org/v1", "PyTorchJob"): "pytorchjobs",
+    (f"{API_GROUP}/{API_VERSION}", "ReasoningRun"): "reasoningruns",
+}
+MANAGER = "reasoning-operator"
+
+
+def collection_path(api_version: str, kind: str, namespace: str) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{prefix}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        with self._lock:
+            self.requests[method] += 1
+        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        method, url, headers, body, _ = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=[("fieldManager", MANAGER)] if method in ("POST", "PATCH") else [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(method, url, header_params=headers, body=body)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response, body=data.decode(errors="replace") if data else None)
+        return json.loads(data) if data else None
+
+    def create(self, namespace: str, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Create a child; None when it exists already (its deterministic name makes that a no-op)."""
+        path = collection_path(manifest["apiVersion"], manifest["kind"], namespace)
+        try:
+            created: Mapping[str, Any] = self._call("POST", path, dict(manifest))
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        return created
+
+    def merge_patch(
+        self, namespace: str, child: ChildRef, patch: Mapping[str, Any], *, subresource: str = ""
+    ) -> Any:
+        path = f"{collection_path(child.api_version, child.kind, namespace)}/{child.name}"
+        if subresource:
+            path += f"/{subresource}"
+        return self._call("PATCH", path, dict(patch), "application/merge-patch+json")
+
+    def delete(self, namespace: str, child: ChildRef) -> None:
+        path = f"{collection_path(child.api_version, child.kind, namespace)}/{child.name}"
+        try:
+            self._call("DELETE", path, {"propagationPolicy": "Background"})
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def post_event(self, run: Mapping[str, Any], event: Event) -> None:
+        """A core/v1 Event on the run (what `kubectl describe rr` lists)."""
+        metadata = run["metadata"]
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": run.get("apiVersion", f"{API_GROUP}/{API_VERSION}"),
+                "kind": run.get("kind", "ReasoningRun"),
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "source": {"component": MANAGER},
+            "reportingComponent": MANAGER,
+        }
+        self._call("POST", f"/api/v1/namespaces/{metadata['namespace']}/events", body)

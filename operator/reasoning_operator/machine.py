@@ -1,0 +1,210 @@
+"""The stage machine: from a run and what exists of it, what to create, what to delete, and its status.
+
+One pure function, `advance`. Stages run in recipe order; the first enabled stage that has not succeeded
+is the current one. Its driver is attempt N (a new Job, or PyTorchJob, per attempt); a failed attempt
+is followed by attempt N+1 until the stage's `maxAttempts`, then the run fails with the attempt's reason.
+A stage's servers (teacher, rewrite stand-in, evaluated models) exist while the stage runs and are deleted
+when it ends or the run is suspended.
+
+Everything is derived again on every call from the children and the previous status, so a lost event or
+an operator restart changes nothing: a stage recorded as succeeded stays succeeded even if its children
+are not visible yet, and children are only ever created under deterministic names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasoning_pipeline.spec import STAGE_ORDER, Stage
+
+from reasoning_operator import stages
+from reasoning_operator.cost import run_cost
+from reasoning_operator.observe import Attempt, ChildRef, Observed, ref_of
+from reasoning_operator.run import RunRef
+from reasoning_operator.status import Event, Verdict, conditions, run_events, stage_events
+from reasoning_operator.workloads import Manifest, run_config_map, storage_claim
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class Plan:
+    create: tuple[Manifest, ...] = ()  # children not seen yet (creating one that exists is a no-op)
+    suspend: tuple[tuple[ChildRef, bool], ...] = ()  # workloads whose suspend flag must change
+    delete: tuple[ChildRef, ...] = ()
+    status: Mapping[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+
+
+def suspend_patch(workload: ChildRef, suspend: bool) -> Manifest:
+    """A Job suspends through `spec.suspend`, a PyTorchJob through `spec.runPolicy.suspend`: either way
+    its pods go and it resumes, same name, when the flag is cleared (the stage program then resumes
+    from its journal)."""
+    if workload.kind == "PyTorchJob":
+        return {"spec": {"runPolicy": {"suspend": suspend}}}
+    return {"spec": {"suspend": suspend}}
+
+
+def _missing(manifests: Sequence[Manifest], observed: Observed) -> list[Manifest]:
+    return [m for m in manifests if (m["kind"], m["metadata"]["name"]) not in observed.names]
+
+
+def _stage_entry(stage: Stage, previous: Mapping[str, Any], attempts: Sequence[Attempt]) -> dict[str, Any]:
+    """A stage's status from its attempts; what was recorded earlier fills what the children no longer
+    show (a summary read before an operator restart, the first start time)."""
+    entry: dict[str, Any] = {"name": stage.value, **{k: v for k, v in previous.items() if k != "name"}}
+    if not attempts:
+        entry.setdefault("phase", "Pending")
+        entry.setdefault("attempts", 0)
+        return entry
+    latest = attempts[-1]
+    entry["attempts"] = max(latest.number, int(previous.get("attempts", 0)))
+    entry.setdefault("startedAt", attempts[0].started_at)
+    entry["phase"] = latest.phase
+    if latest.phase == "Running":
+        entry["message"] = (
+            f"attempt {latest.number} suspended" if latest.suspended else f"attempt {latest.number} running"
+        )
+        entry.pop("finishedAt", None)
+        return entry
+    entry["message"] = latest.message
+    entry["finishedAt"] = latest.finished_at
+    summary = latest.summary or {}
+    for key in ("progress", "outputs", "metrics"):
+        if summary.get(key):
+            entry[key] = summary[key]
+    return entry
+
+
+def _results(stage_entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    for entry in stage_entries:
+        if entry["name"] == Stage.EVALUATE.value and entry.get("phase") == "Succeeded":
+            results: dict[str, Any] = (entry.get("metrics") or {}).get("results") or {}
+            return results
+    return {}
+
+
+def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now: str) -> Plan:
+    spec = run.spec
+    recorded = {s.get("name"): s for s in previous.get("stages") or []}
+    create: list[Manifest] = []
+    suspend: list[tuple[ChildRef, bool]] = []
+    delete: list[ChildRef] = []
+    entries: list[dict[str, Any]] = []
+    verdict: Verdict | None = None
+
+    for stage in STAGE_ORDER:
+        if not spec.section(stage).enabled:
+            entries.append({"name": stage.value, "phase": "Skipped"})
+            continue
+        attempts = observed.attempts.get(stage, ())
+        entry = _stage_entry(stage, recorded.get(stage.value) or {}, attempts)
+        if (recorded.get(stage.value) or {}).get("phase") == "Succeeded":
+            entry["phase"] = "Succeeded"  # never regresses, whatever the children show
+        entries.append(entry)
+        if entry["phase"] == "Succeeded" or verdict is not None:
+            delete.extend(observed.servers.get(stage, ()) if entry["phase"] == "Succeeded" else ())
+            continue
+        verdict, stage_create, stage_delete = _current_stage(run, stage, entry, attempts, observed)
+        create.extend(stage_create)
+        delete.extend(stage_delete)
+        latest = attempts[-1] if attempts else None
+        if latest is not None and latest.phase == "Running" and latest.suspended != spec.suspend:
+            suspend.append((latest.workload, spec.suspend))
+
+    if verdict is None:
+        enabled = [e for e in entries if e["phase"] != "Skipped"]
+        verdict = Verdict("Succeeded", "Succeeded", f"all {len(enabled)} stages succeeded")
+    if verdict.phase not in TERMINAL and not spec.suspend:
+        base = [run_config_map(run), *([claim] if (claim := storage_claim(run)) else [])]
+        create[:0] = _missing(base, observed)
+
+    done = sum(1 for e in entries if e["phase"] == "Succeeded")
+    enabled_count = sum(1 for e in entries if e["phase"] != "Skipped")
+    current = next((e["name"] for e in entries if e["phase"] not in ("Succeeded", "Skipped")), "")
+    status: dict[str, Any] = {
+        "phase": verdict.phase,
+        "currentStage": current if verdict.phase != "Succeeded" else "",
+        "progress": f"{done}/{enabled_count}",
+        "message": verdict.message,
+        "observedGeneration": run.generation,
+        "stages": entries,
+        "conditions": conditions(
+            previous.get("conditions") or [], verdict, generation=run.generation, now=now
+        ),
+        "cost": run_cost(spec, observed, entries, previous.get("cost") or {}),
+        "results": _results(entries),
+    }
+    if verdict.phase in TERMINAL:
+        status["finishedAt"] = previous.get("finishedAt") or now
+    status["startedAt"] = previous.get("startedAt") or now
+    events = [
+        *stage_events(previous.get("stages") or [], entries),
+        *run_events(previous.get("phase"), verdict),
+    ]
+    return Plan(
+        create=tuple(create),
+        suspend=tuple(suspend),
+        delete=tuple(dict.fromkeys(delete)),
+        status=status,
+        events=tuple(events),
+    )
+
+
+def _current_stage(
+    run: RunRef, stage: Stage, entry: dict[str, Any], attempts: Sequence[Attempt], observed: Observed
+) -> tuple[Verdict, list[Manifest], list[ChildRef]]:
+    """The first stage not yet succeeded: start, retry, keep, suspend or give up on its driver."""
+    spec = run.spec
+    section = spec.section(stage)
+    latest = attempts[-1] if attempts else None
+    servers = observed.servers.get(stage, ())
+    if latest is not None and latest.phase == "Failed" and latest.number >= section.max_attempts:
+        entry["phase"] = "Failed"
+        message = f"stage {stage.value} failed after {latest.number} attempts: {latest.message}"
+        return Verdict("Failed", "StageFailed", message), [], list(servers)
+    if latest is None or latest.phase == "Failed":
+        number = latest.number + 1 if latest else 1
+        if spec.suspend:
+            entry["phase"] = "Pending"
+            return (
+                Verdict("Suspended", "Suspended", f"suspended before attempt {number} of {stage.value}"),
+                [],
+                list(servers),
+            )
+        after = f" after attempt {latest.number} failed: {latest.message}" if latest else ""
+        entry.update(phase="Running", attempts=number, message=f"attempt {number} starting{after}")
+        entry.pop("finishedAt", None)
+        wanted = stages.children(run, stage, number)
+        return (
+            Verdict("Running", "StageRunning", f"stage {stage.value}: attempt {number}"),
+            _missing(wanted, observed),
+            [],
+        )
+    # the latest attempt is running (or suspended): keep what it needs, servers only while not suspended
+    create = _missing(stages.driver_children(run, stage, latest.number), observed)
+    if spec.suspend:
+        return Verdict("Suspended", "Suspended", f"suspended in stage {stage.value}"), create, list(servers)
+    server_manifests = stages.server_children(run, stage)
+    wanted_servers = {(m["kind"], m["metadata"]["name"]) for m in server_manifests}
+    stray = [r for r in servers if (r.kind, r.name) not in wanted_servers]
+    create += _missing(server_manifests, observed)
+    message = f"stage {stage.value}: attempt {latest.number} of {section.max_attempts}"
+    return Verdict("Running", "StageRunning", message), create, stray
+
+
+def invalid(previous: Mapping[str, Any], message: str, *, generation: int, now: str) -> dict[str, Any]:
+    """The status of a run whose spec the operator cannot read (it got past the API server's schema,
+    e.g. through a schema change): it stalls with the reason, nothing is created or deleted."""
+    verdict = Verdict(previous.get("phase") or "Pending", "InvalidSpec", message)
+    return {
+        **previous,
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": conditions(previous.get("conditions") or [], verdict, generation=generation, now=now),
+    }
+
+
+__all__ = ["Plan", "advance", "invalid", "ref_of", "suspend_patch"]

@@ -1,0 +1,235 @@
+"""What exists of a run on the cluster: its children, as the API server returns them, read into attempts.
+
+Every child carries the run's labels (`reasoning.dev/stage`, `reasoning.dev/attempt`, `reasoning.dev/role`),
+and so do the pods of Jobs, PyTorchJobs and Deployments (the pod templates carry them too). A stage attempt
+is one Job (or one PyTorchJob for training); its outcome is the stage summary its pod left in the
+termination message: stage pods have no API access, so that is the only channel back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from reasoning_pipeline.spec import Stage
+
+from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_ROLE, LABEL_STAGE, Role
+
+AttemptPhase = Literal["Running", "Succeeded", "Failed"]
+WORKLOAD_KINDS = ("Job", "PyTorchJob")
+SERVER_ROLES = frozenset({Role.SERVER, Role.SERVER_BASE, Role.REWRITE_STAND_IN})
+# the training operator marks each pod of a PyTorchJob with its replica type; rank 0 is the master's
+REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    stage: Stage
+    number: int
+    phase: AttemptPhase
+    message: str
+    workload: ChildRef
+    suspended: bool = False
+    summary: Mapping[str, Any] | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    attempts: Mapping[Stage, tuple[Attempt, ...]] = field(default_factory=dict)  # oldest first
+    servers: Mapping[Stage, tuple[ChildRef, ...]] = field(default_factory=dict)
+    # seconds each pod has held GPUs so far, by pod name, with its stage (finished pods: their whole run)
+    pod_gpu_seconds: Mapping[str, tuple[Stage, float]] = field(default_factory=dict)
+    names: frozenset[tuple[str, str]] = frozenset()  # (kind, name) of every child seen
+
+    def latest(self, stage: Stage) -> Attempt | None:
+        attempts = self.attempts.get(stage, ())
+        return attempts[-1] if attempts else None
+
+
+def ref_of(body: Mapping[str, Any]) -> ChildRef:
+    return ChildRef(body.get("apiVersion", ""), body.get("kind", ""), body["metadata"]["name"])
+
+
+def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
+    labels: Mapping[str, str] = (body.get("metadata") or {}).get("labels") or {}
+    return labels
+
+
+def _stage_of(body: Mapping[str, Any]) -> Stage | None:
+    try:
+        return Stage(_labels(body).get(LABEL_STAGE, ""))
+    except ValueError:
+        return None
+
+
+def _attempt_of(body: Mapping[str, Any]) -> int | None:
+    value = _labels(body).get(LABEL_ATTEMPT, "")
+    return int(value) if value.isdigit() else None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated:
+            found: Mapping[str, Any] = terminated
+            return found
+    return None
+
+
+def parse_summary(message: str | None) -> Mapping[str, Any] | None:
+    """The stage summary a container left as its termination message, or None when it left none (or
+    something that is not a summary: a crash's log tail, under FallbackToLogsOnError)."""
+    if not message:
+        return None
+    try:
+        document = json.loads(message)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and document.get("phase") in ("Succeeded", "Failed"):
+        return document
+    return None
+
+
+def _pod_failure(pod: Mapping[str, Any] | None) -> str:
+    terminated = _terminated(pod) if pod else None
+    if not terminated:
+        return ""
+    reason = terminated.get("reason") or "Error"
+    text = f"{reason}, exit code {terminated.get('exitCode')}"
+    message = (terminated.get("message") or "").strip()
+    return f"{text}: {message[-300:]}" if message else text
+
+
+def _condition(body: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            found: Mapping[str, Any] = condition
+            return found
+    return None
+
+
+def _reporting_pod(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The pod whose summary speaks for the attempt: the PyTorchJob's master (rank 0 writes the summary),
+    else the last pod to finish (a Job has one, unless the kubelet replaced it)."""
+    masters = [p for p in pods if _labels(p).get(REPLICA_TYPE_LABEL, "").lower() == "master"]
+    candidates = masters or pods
+    finished = [p for p in candidates if _terminated(p)]
+    if finished:
+        return max(finished, key=lambda p: str((_terminated(p) or {}).get("finishedAt") or ""))
+    return candidates[-1] if candidates else None
+
+
+def _attempt(
+    stage: Stage, number: int, workload: Mapping[str, Any], pods: list[Mapping[str, Any]]
+) -> Attempt:
+    spec = workload.get("spec") or {}
+    suspended = bool(spec.get("suspend") or (spec.get("runPolicy") or {}).get("suspend"))
+    started_at = (workload.get("metadata") or {}).get("creationTimestamp")
+    pod = _reporting_pod(pods)
+    summary = parse_summary((_terminated(pod) or {}).get("message") if pod else None)
+    done = _condition(workload, "Complete") or _condition(workload, "Succeeded")
+    failed = _condition(workload, "Failed")
+    running = Attempt(
+        stage=stage,
+        number=number,
+        phase="Running",
+        message="",
+        workload=ref_of(workload),
+        suspended=suspended,
+        summary=summary,
+        started_at=started_at,
+    )
+    if done is None and failed is None:
+        return running
+    # The workload's condition can arrive before its pod's final status (two watches): wait for the pod,
+    # whose termination message is the verdict. A failed workload with no pod left says why itself.
+    if (pod is not None and _terminated(pod) is None) or (done is not None and pod is None):
+        return running
+    finished_at = (summary or {}).get("finished_at") or (done or failed or {}).get("lastTransitionTime")
+    if done is not None and summary is not None and summary["phase"] == "Succeeded":
+        message = str(summary.get("message") or "")
+        return replace(running, phase="Succeeded", message=message, finished_at=finished_at)
+    if summary is not None and summary.get("message"):
+        message = str(summary["message"])
+    elif done is not None:
+        message = "the stage exited successfully but left no summary in its termination message"
+    else:
+        message = _pod_failure(pod) or str((failed or {}).get("message") or "the workload failed")
+    return replace(running, phase="Failed", message=message, finished_at=finished_at)
+
+
+def _gpu_seconds(pod: Mapping[str, Any], gpu_resources: frozenset[str], now: datetime) -> float:
+    gpus = 0
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        gpus += sum(int(value) for name, value in limits.items() if name in gpu_resources)
+    if not gpus:
+        return 0.0
+    seconds = 0.0
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = status.get("state") or {}
+        running, terminated = state.get("running") or {}, state.get("terminated") or {}
+        start = _parse_time(running.get("startedAt") or terminated.get("startedAt"))
+        end = _parse_time(terminated.get("finishedAt")) or now
+        if start is not None:
+            seconds = max(seconds, (end - start).total_seconds())
+    return gpus * max(seconds, 0.0)
+
+
+def observe(
+    children: Iterable[Mapping[str, Any]], *, gpu_resources: frozenset[str], now: datetime
+) -> Observed:
+    """Group a run's children by stage and attempt; every child's name is noted, staged or not."""
+    workloads: dict[tuple[Stage, int], Mapping[str, Any]] = {}
+    pods: dict[tuple[Stage, int], list[Mapping[str, Any]]] = defaultdict(list)
+    servers: dict[Stage, list[ChildRef]] = defaultdict(list)
+    pod_gpu_seconds: dict[str, tuple[Stage, float]] = {}
+    names: set[tuple[str, str]] = set()
+    for body in children:
+        stage = _stage_of(body)
+        kind = body.get("kind", "")
+        names.add((kind, body["metadata"]["name"]))
+        if stage is None:  # the run's ConfigMap and storage claim
+            continue
+        number = _attempt_of(body)
+        role = _labels(body).get(LABEL_ROLE, "")
+        if kind in WORKLOAD_KINDS and number is not None:
+            workloads[(stage, number)] = body
+        elif kind == "Pod":
+            if number is not None:
+                pods[(stage, number)].append(body)
+            seconds = _gpu_seconds(body, gpu_resources, now)
+            if seconds:
+                pod_gpu_seconds[body["metadata"]["name"]] = (stage, seconds)
+        elif kind in ("Deployment", "Service") and role in SERVER_ROLES:
+            servers[stage].append(ref_of(body))
+    attempts: dict[Stage, list[Attempt]] = defaultdict(list)
+    for (stage, number), workload in sorted(workloads.items(), key=lambda item: item[0][1]):
+        attempts[stage].append(_attempt(stage, number, workload, pods.get((stage, number), [])))
+    return Observed(
+        attempts={stage: tuple(found) for stage, found in attempts.items()},
+        servers={
+            stage: tuple(sorted(found, key=lambda r: (r.kind, r.name))) for stage, found in servers.items()
+        },
+        pod_gpu_seconds=pod_gpu_seconds,
+        names=frozenset(names),
+    )

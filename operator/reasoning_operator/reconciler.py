@@ -1,0 +1,123 @@
+"""One reconcile of one run: read the cache, ask the machine, carry out its plan.
+
+Reconciles of the same run never overlap (a lock per run); different runs reconcile in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from reasoning_operator import metrics
+from reasoning_operator.cache import Cache, RunKey
+from reasoning_operator.cost import gpu_resources
+from reasoning_operator.kube import Kube
+from reasoning_operator.machine import Plan, advance, invalid, suspend_patch
+from reasoning_operator.observe import ChildRef, observe
+from reasoning_operator.run import InvalidRun, RunRef
+from reasoning_operator.status import Event
+
+log = logging.getLogger(__name__)
+
+# Cost grows every second a GPU pod runs; writing it more often than this would make every reconcile a
+# status write (and every status write an event that asks for another reconcile).
+COST_REFRESH_SECONDS = 60.0
+RUN_REF = ChildRef("reasoning.dev/v1alpha1", "ReasoningRun", "")
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _without_cost(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key != "cost"}
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, cache: Cache) -> None:
+        self.kube = kube
+        self.cache = cache
+        self._locks: defaultdict[RunKey, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self._cost_written: dict[RunKey, float] = {}
+
+    def _lock(self, key: RunKey) -> threading.Lock:
+        with self._guard:
+            return self._locks[key]
+
+    def reconcile(self, key: RunKey) -> None:
+        with self._lock(key):
+            body = self.cache.run(key)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            started = time.monotonic()
+            try:
+                self._reconcile(key, body)
+            except ApiException as error:
+                metrics.RECONCILE_ERRORS.inc()
+                log.warning("reconcile of %s/%s: API error %s %s", *key, error.status, error.reason)
+            except Exception:
+                metrics.RECONCILE_ERRORS.inc()
+                log.exception("reconcile of %s/%s failed", *key)
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    def _reconcile(self, key: RunKey, body: dict[str, Any]) -> None:
+        now = datetime.now(UTC)
+        previous: Mapping[str, Any] = body.get("status") or {}
+        generation = int(body["metadata"].get("generation") or 0)
+        try:
+            run = RunRef.from_body(body)
+            observed = observe(self.cache.children(key), gpu_resources=gpu_resources(run.spec), now=now)
+            plan = advance(run, observed, previous, now=_timestamp(now))
+        except InvalidRun as error:  # also a reference the schema cannot check (a node pool's name)
+            status = invalid(previous, str(error), generation=generation, now=_timestamp(now))
+            if status != previous:
+                self._write_status(key, body, status)
+                self.kube.post_event(body, Event("Warning", "InvalidSpec", str(error)))
+            return
+        self._carry_out(run, plan)
+        if self._status_due(key, previous, plan.status):
+            self._write_status(key, body, plan.status)
+            metrics.observe_finished_stages(previous, plan.status)
+        for event in plan.events:
+            self.kube.post_event(body, event)
+
+    def _carry_out(self, run: RunRef, plan: Plan) -> None:
+        for manifest in plan.create:
+            created = self.kube.create(run.namespace, manifest)
+            if created is not None:
+                self.cache.put_child(created)
+        for workload, suspend in plan.suspend:
+            self.cache.put_child(
+                self.kube.merge_patch(run.namespace, workload, suspend_patch(workload, suspend))
+            )
+        for child in plan.delete:
+            self.kube.delete(run.namespace, child)
+
+    def _status_due(self, key: RunKey, previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        if _without_cost(previous) != _without_cost(status):
+            return True
+        if previous.get("cost") == status.get("cost"):
+            return False
+        return time.monotonic() - self._cost_written.get(key, 0.0) >= COST_REFRESH_SECONDS
+
+    def _write_status(self, key: RunKey, body: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        # a merge patch replaces lists whole and deletes keys set to null: status is the operator's alone
+        removed = {k: None for k in (body.get("status") or {}) if k not in status}
+        run = ChildRef(RUN_REF.api_version, RUN_REF.kind, key[1])
+        updated = self.kube.merge_patch(key[0], run, {"status": {**removed, **status}}, subresource="status")
+        self.cache.put_run(updated)
+        self._cost_written[key] = time.monotonic()
+
+    def forget(self, key: RunKey) -> None:
+        with self._guard:
+            self._locks.pop(key, None)
+            self._cost_written.pop(key, None)

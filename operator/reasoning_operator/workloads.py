@@ -1,0 +1,494 @@
+"""Shared builders of the Kubernetes objects a run's stages are made of, as the plain JSON the API server
+takes: the run's ConfigMap and storage claim, the pod every stage container runs in, the stage Job, a
+model server (Deployment + Service) and the training PyTorchJob.
+
+Everything here is a pure function of the run: the same run gives the same objects, byte for byte, so
+applying them again after an operator restart changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, NodePool, ServedModel, Stage
+
+from reasoning_operator.naming import (
+    LABEL_ATTEMPT,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_STAGE,
+    MANAGED_BY,
+    QUEUE_LABEL,
+    Role,
+    child_name,
+    config_map_name,
+    storage_claim_name,
+)
+from reasoning_operator.run import InvalidRun, RunRef
+
+Manifest = dict[str, Any]
+EnvVar = dict[str, Any]
+
+CONFIG_DIR = "/etc/reasoning"
+CONFIG_FILE = "run.yaml"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+PIPELINE_PROGRAM = "reasoning-pipeline"
+# The container of a stage Job and of a server; the operator reads a stage's summary from its
+# termination message.
+STAGE_CONTAINER = "stage"
+SERVER_CONTAINER = "server"
+SERVER_PORT = 8000
+SERVER_PORT_NAME = "http"
+# Stage images run as this unprivileged user; fsGroup gives it the shared storage.
+RUN_AS_USER = 1000
+# Images run under an arbitrary uid may have no writable home; caches that tools keep under $HOME go here.
+SCRATCH_DIR = "/tmp"
+
+# The Kubeflow training operator's fixed names: it finds the container to inject the rendezvous variables
+# into by this name, and the master's port by this port name.
+PYTORCH_CONTAINER = "pytorch"
+PYTORCH_PORT_NAME = "pytorchjob-port"
+PYTORCH_PORT = 23456
+# Its pods and their headless Services are named `<job>-worker-<i>`, a DNS-1035 label: with up to 256
+# nodes (workers 0…254) that leaves 63 - len("-worker-254") characters for the job's own name.
+PYTORCH_JOB_NAME_LENGTH = 63 - len("-worker-254")
+
+VLLM_SERVER = ("python3", "-m", "vllm.entrypoints.openai.api_server")
+
+
+# -------------------------------------------------------------------------------------- identity
+def owner_reference(run: RunRef) -> Manifest:
+    """Makes the run the children's controller: deleting the run deletes them (garbage collection)."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": run.name,
+        "uid": run.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def run_labels(run: RunRef) -> dict[str, str]:
+    return {LABEL_RUN: run.name, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def child_labels(run: RunRef, stage: Stage, *, role: str, attempt: int | None = None) -> dict[str, str]:
+    labels = {**run_labels(run), LABEL_STAGE: stage.value, LABEL_ROLE: str(role)}
+    if attempt is not None:
+        labels[LABEL_ATTEMPT] = str(attempt)
+    if run.spec.queue_name:
+        # Kueue admits Jobs and PyTorchJobs by the label on the object, Deployments by their pods'
+        labels[QUEUE_LABEL] = run.spec.queue_name
+    return labels
+
+
+def _metadata(run: RunRef, name: str, labels: dict[str, str], *, owned: bool = True) -> Manifest:
+    metadata: Manifest = {"name": name, "namespace": run.namespace, "labels": labels}
+    if owned:
+        metadata["ownerReferences"] = [owner_reference(run)]
+    return metadata
+
+
+def node_pool(run: RunRef, name: str, field: str) -> NodePool:
+    """The pool a stage names; a clear error naming the field when there is none."""
+    try:
+        return run.spec.pool(name)
+    except KeyError:
+        pools = ", ".join(sorted(p.name for p in run.spec.node_pools))
+        raise InvalidRun(f"{field}: no node pool named {name!r} (have: {pools})") from None
+
+
+# -------------------------------------------------------------------------------- run-wide objects
+def run_manifest(run: RunRef) -> Manifest:
+    """The run as the stage programs read it (`--config`): the spec with the API server's defaults."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {"name": run.name, "namespace": run.namespace},
+        "spec": run.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+
+
+def run_config_map(run: RunRef) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(run, config_map_name(run.name), run_labels(run)),
+        "data": {CONFIG_FILE: yaml.safe_dump(run_manifest(run), sort_keys=False, allow_unicode=True)},
+    }
+
+
+def storage_claim(run: RunRef) -> Manifest | None:
+    """The claim the operator makes for the run, None when the run names an existing one. It has no
+    ownerReference: deleting a run must not delete the data its stages wrote."""
+    storage = run.spec.storage
+    if storage.claim_name:
+        return None
+    spec: Manifest = {
+        "accessModes": [storage.access_mode],
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    if storage.storage_class_name:
+        spec["storageClassName"] = storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(run, storage_claim_name(run.name, run.spec), run_labels(run), owned=False),
+        "spec": spec,
+    }
+
+
+# ----------------------------------------------------------------------------------------- pods
+@dataclass(frozen=True)
+class Container:
+    """What one stage container runs; `pod_spec` adds what every stage container shares."""
+
+    name: str
+    image: str
+    command: Sequence[str]
+    args: Sequence[str] = ()
+    env: Sequence[EnvVar] = ()
+    gpus: int = 0
+    ports: Sequence[Manifest] = ()
+    readiness_path: str | None = None
+    working_dir: str | None = None
+
+
+POD_SECURITY_CONTEXT: Manifest = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: Manifest = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def _resources(run: RunRef, stage: Stage, gpus: int, pool: NodePool | None) -> Manifest:
+    asked = run.spec.section(stage).resources
+    requests = {"cpu": asked.cpu, "memory": asked.memory}
+    if not gpus:
+        return {"requests": requests, "limits": dict(requests)}
+    if pool is None:
+        raise InvalidRun(f"{stage.value}: {gpus} GPUs asked for without a node pool")
+    # A GPU pod gets its node's GPUs and no CPU or memory limit: its host memory need grows with the
+    # model (vLLM stages weights through it, ZeRO-3 offload keeps optimizer state and parameters there)
+    # and the spec's stage resources, sized for the CPU programs, would have it OOM-killed.
+    return {"requests": requests, "limits": {pool.gpu_resource_name: str(gpus)}}
+
+
+def _volumes(run: RunRef) -> list[Manifest]:
+    return [
+        {"name": "storage", "persistentVolumeClaim": {"claimName": storage_claim_name(run.name, run.spec)}},
+        {"name": "config", "configMap": {"name": config_map_name(run.name)}},
+        # NCCL and torch's data loaders share memory through /dev/shm, which a container gets 64 MiB of
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+
+
+def _volume_mounts(run: RunRef) -> list[Manifest]:
+    return [
+        {"name": "storage", "mountPath": run.spec.storage.mount_path},
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
+
+
+def _common_env(run: RunRef) -> list[EnvVar]:
+    mount = run.spec.storage.mount_path
+    return [
+        {"name": "REASONING_STORAGE_ROOT", "value": mount},
+        # one model cache on the shared storage: a model is downloaded once per run, not once per pod
+        {"name": "HF_HOME", "value": str(PurePosixPath(mount) / "cache" / "huggingface")},
+        {"name": "HOME", "value": SCRATCH_DIR},
+    ]
+
+
+def _container(run: RunRef, stage: Stage, container: Container, pool: NodePool | None) -> Manifest:
+    built: Manifest = {
+        "name": container.name,
+        "image": container.image,
+        "imagePullPolicy": run.spec.images.pull_policy,
+        "command": list(container.command),
+    }
+    if container.args:
+        built["args"] = list(container.args)
+    if container.working_dir:
+        built["workingDir"] = container.working_dir
+    built["env"] = [*_common_env(run), *container.env]
+    if container.ports:
+        built["ports"] = list(container.ports)
+    if container.readiness_path:
+        built["readinessProbe"] = {
+            "httpGet": {"path": container.readiness_path, "port": SERVER_PORT_NAME},
+            "periodSeconds": 10,
+        }
+    built["resources"] = _resources(run, stage, container.gpus, pool)
+    built["volumeMounts"] = _volume_mounts(run)
+    built["securityContext"] = CONTAINER_SECURITY_CONTEXT
+    # the stage program writes its summary there; a crash before it did still leaves the log's tail
+    built["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return built
+
+
+def pod_spec(
+    run: RunRef, stage: Stage, container: Container, *, pool: NodePool | None, restart_policy: str = "Never"
+) -> Manifest:
+    """A pod that passes the `restricted` Pod Security Standard and has no API access: stage programs
+    report through their termination message, never through the API."""
+    spec: Manifest = {
+        "restartPolicy": restart_policy,
+        "automountServiceAccountToken": False,
+        # Service links put `<SERVICE>_PORT=tcp://…` into the environment; vLLM reads VLLM_PORT, and a
+        # Service named `vllm` in the namespace would break it
+        "enableServiceLinks": False,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "containers": [_container(run, stage, container, pool)],
+        "volumes": _volumes(run),
+    }
+    if pool is not None and pool.node_selector:
+        spec["nodeSelector"] = dict(pool.node_selector)
+    if pool is not None and pool.tolerations:
+        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    return spec
+
+
+def _pod_template(
+    labels: dict[str, str], run: RunRef, stage: Stage, container: Container, **pod: Any
+) -> Manifest:
+    return {"metadata": {"labels": labels}, "spec": pod_spec(run, stage, container, **pod)}
+
+
+# ----------------------------------------------------------------------------------- stage Jobs
+def stage_command(run: RunRef, stage: Stage) -> list[str]:
+    return [PIPELINE_PROGRAM, stage.value, "--config", CONFIG_PATH, "--root", run.spec.storage.mount_path]
+
+
+def stage_job(
+    run: RunRef, stage: Stage, attempt: int, *, env: Sequence[EnvVar] = (), pool: NodePool | None = None
+) -> Manifest:
+    """One attempt of a stage program. backoffLimit 0: the operator counts attempts itself (a new Job,
+    `<run>-<stage>-<attempt>`), so each attempt's pod and termination message stay readable."""
+    labels = child_labels(run, stage, role=Role.DRIVER, attempt=attempt)
+    container = Container(
+        name=STAGE_CONTAINER, image=run.spec.images.pipeline, command=stage_command(run, stage), env=env
+    )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(run, child_name(run.name, stage, attempt=attempt), labels),
+        "spec": {
+            "backoffLimit": 0,
+            "template": _pod_template(labels, run, stage, container, pool=pool, restart_policy="Never"),
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------- servers
+@dataclass(frozen=True)
+class Server:
+    """A long-running HTTP server a stage's driver talks to, and the variable that tells the driver where."""
+
+    role: Role
+    container: Container
+    pool: NodePool | None
+    replicas: int
+    endpoint_variable: str
+
+
+def http_container(
+    image: str, command: Sequence[str], args: Sequence[str] = (), *, readiness_path: str, **more: Any
+) -> Container:
+    return Container(
+        name=SERVER_CONTAINER,
+        image=image,
+        command=command,
+        args=args,
+        ports=({"name": SERVER_PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"},),
+        readiness_path=readiness_path,
+        **more,
+    )
+
+
+def served_model_names(model: str, mount_path: str) -> list[str]:
+    """The names a model is served under: what the drivers send as `model`. They send a model folder on
+    the storage by its absolute path and a hub id as it is; the operator cannot look at the storage to
+    tell a relative folder from a hub id (both read `org/name`), so a relative name is served as both."""
+    if PurePosixPath(model).is_absolute():
+        return [model]
+    return [model, str(PurePosixPath(mount_path) / model)]
+
+
+def model_server_container(
+    run: RunRef, served: ServedModel, *, model: str, revision: str | None
+) -> Container:
+    """vLLM on GPUs, or `transformers serve` on CPU. Both start in the storage root, so that a relative
+    model path resolves there as it does for the stage programs, and a hub id is downloaded."""
+    mount = run.spec.storage.mount_path
+    if served.engine == "transformers":
+        # `transformers serve` loads whatever model a request names; the one given here is preloaded
+        arguments = ["--device", "cpu", "--host", "0.0.0.0", "--port", str(SERVER_PORT)]
+        arguments += ["--dtype", served.dtype, model]
+        return http_container(
+            run.spec.images.pipeline,
+            ["transformers", "serve"],
+            arguments,
+            readiness_path="/v1/models",
+            working_dir=mount,
+        )
+    arguments = ["--model", model, "--served-model-name", *served_model_names(model, mount)]
+    arguments += ["--tensor-parallel-size", str(served.tensor_parallel_size), "--dtype", served.dtype]
+    arguments += ["--gpu-memory-utilization", str(served.gpu_memory_utilization)]
+    if served.max_model_len is not None:
+        arguments += ["--max-model-len", str(served.max_model_len)]
+    if revision:
+        arguments += ["--revision", revision]
+    arguments += ["--port", str(SERVER_PORT)]
+    return http_container(
+        run.spec.images.vllm,
+        VLLM_SERVER,
+        arguments,
+        readiness_path="/health",
+        working_dir=mount,
+        gpus=served.tensor_parallel_size,
+    )
+
+
+def model_server(
+    run: RunRef,
+    role: Role,
+    served: ServedModel,
+    *,
+    pool_field: str,
+    model: str,
+    revision: str | None,
+    endpoint_variable: str,
+) -> Server:
+    return Server(
+        role=role,
+        container=model_server_container(run, served, model=model, revision=revision),
+        pool=node_pool(run, served.node_pool, pool_field),
+        replicas=served.replicas,
+        endpoint_variable=endpoint_variable,
+    )
+
+
+def _server_selector(run: RunRef, stage: Stage, role: str) -> dict[str, str]:
+    return {LABEL_RUN: run.name, LABEL_STAGE: stage.value, LABEL_ROLE: str(role)}
+
+
+def server_deployment(run: RunRef, stage: Stage, server: Server) -> Manifest:
+    """No attempt in the name: the server outlives the driver's retries."""
+    labels = child_labels(run, stage, role=server.role)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(run, child_name(run.name, stage, role=server.role), labels),
+        "spec": {
+            "replicas": server.replicas,
+            "selector": {"matchLabels": _server_selector(run, stage, server.role)},
+            # a rolling update's new pod would wait for GPUs the old one holds until it is gone
+            "strategy": {"type": "Recreate"},
+            "template": _pod_template(
+                labels, run, stage, server.container, pool=server.pool, restart_policy="Always"
+            ),
+        },
+    }
+
+
+def server_service(run: RunRef, stage: Stage, server: Server) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            run, child_name(run.name, stage, role=server.role), child_labels(run, stage, role=server.role)
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _server_selector(run, stage, server.role),
+            "ports": [
+                {
+                    "name": SERVER_PORT_NAME,
+                    "port": SERVER_PORT,
+                    "targetPort": SERVER_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def server_url(run: RunRef, stage: Stage, role: str) -> str:
+    """The OpenAI-compatible base URL of a server's Service, as the driver in the same namespace uses it."""
+    return f"http://{child_name(run.name, stage, role=role)}.{run.namespace}.svc:{SERVER_PORT}/v1"
+
+
+# -------------------------------------------------------------------------------------- training
+def torchrun_command(run: RunRef) -> list[str]:
+    """The train program under torchrun, one launcher per node.
+
+    The training operator (v1.8.1) puts MASTER_ADDR, MASTER_PORT, RANK (the pod's index: master 0,
+    worker i is i+1) and WORLD_SIZE into the `pytorch` container's env of the pod it creates, so the
+    kubelet expands `$(VAR)` here without a shell. WORLD_SIZE is not used for --nnodes: it is pods ×
+    the job's nprocPerNode, and that field, defaulted to "auto", counts as 1 today but means processes;
+    the node count comes straight from the spec instead.
+    """
+    training = run.spec.training
+    processes = training.processes_per_node or training.gpus_per_node or 1
+    return [
+        "torchrun",
+        f"--nnodes={training.nodes}",
+        "--node_rank=$(RANK)",
+        "--master_addr=$(MASTER_ADDR)",
+        "--master_port=$(MASTER_PORT)",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "reasoning_pipeline",
+        *stage_command(run, Stage.TRAIN)[1:],
+    ]
+
+
+def pytorch_job(run: RunRef, attempt: int) -> Manifest:
+    """The train stage: a Kubeflow PyTorchJob, one Master and `nodes - 1` Workers, each a whole node's
+    GPUs. The DeepSpeed config is not here: the train program derives it from run.yaml."""
+    training = run.spec.training
+    pool = node_pool(run, training.node_pool, "training.nodePool")
+    labels = child_labels(run, Stage.TRAIN, role=Role.TRAINER, attempt=attempt)
+    container = Container(
+        name=PYTORCH_CONTAINER,
+        image=run.spec.images.trainer,
+        command=torchrun_command(run),
+        gpus=training.gpus_per_node,
+        ports=({"name": PYTORCH_PORT_NAME, "containerPort": PYTORCH_PORT, "protocol": "TCP"},),
+    )
+
+    def replicas(count: int) -> Manifest:
+        template = _pod_template(labels, run, Stage.TRAIN, container, pool=pool, restart_policy="Never")
+        return {"replicas": count, "restartPolicy": "Never", "template": template}
+
+    replica_specs = {"Master": replicas(1)}
+    if training.nodes > 1:
+        replica_specs["Worker"] = replicas(training.nodes - 1)
+    name = child_name(run.name, Stage.TRAIN, attempt=attempt, max_length=PYTORCH_JOB_NAME_LENGTH)
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": _metadata(run, name, labels),
+        "spec": {
+            # attempts are the operator's (a new PyTorchJob each); finished pods stay for their
+            # termination messages and go with the job
+            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "None"},
+            "pytorchReplicaSpecs": replica_specs,
+        },
+    }

@@ -1,0 +1,276 @@
+"""The operator on the real control plane: installed by the chart, authenticated as the chart's
+ServiceAccount, in a namespace that enforces the `restricted` Pod Security Standard. kwok plays the
+kubelet: a test ends a stage's pod with the stage summary as its termination message, as the stage
+program would have written it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from reasoning_pipeline.spec import Stage
+
+from tests.support.cluster import ClusterTarget
+from tests.support.kwok import finish_on_cue
+from tests.support.operator import OperatorProcess, installed_chart, operator_process
+from tests.support.waiting import wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LABEL_RUN, LABEL_STAGE, LABEL_ROLE = "reasoning.dev/run", "reasoning.dev/stage", "reasoning.dev/role"
+GROUP, VERSION, PLURAL = "reasoning.dev", "v1alpha1", "reasoningruns"
+STAGE_TIMEOUT = 90
+
+
+@pytest.fixture
+def restricted(core: client.CoreV1Api, namespace: str) -> str:
+    core.patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    return namespace
+
+
+@pytest.fixture
+def operator(cluster: ClusterTarget, api: client.ApiClient, restricted: str) -> Iterator[OperatorProcess]:
+    if not cluster.embedded:
+        pytest.skip("pods finish on kwok's cues only on the embedded cluster")
+    with (
+        installed_chart(cluster, restricted, watch=[restricted]) as release,
+        operator_process(api, release) as running,
+    ):
+        yield running
+
+
+@contextlib.contextmanager
+def storage_for(core: client.CoreV1Api, namespace: str, run: str) -> Iterator[None]:
+    """A volume bound in advance to the claim the operator will make (no provisioner on this cluster)."""
+    name = f"pv-{uuid.uuid4().hex[:8]}"
+    core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "2Ti"},
+                "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": f"/tmp/{name}"},
+                "claimRef": {"namespace": namespace, "name": f"{run}-storage"},
+            },
+        }
+    )
+    try:
+        yield
+    finally:
+        core.delete_persistent_volume(name)
+
+
+@pytest.fixture
+def volume(core: client.CoreV1Api, restricted: str) -> Iterator[None]:
+    with storage_for(core, restricted, "sky-t1-32b-preview"):
+        yield
+
+
+def example(name: str = "sky-t1-32b-preview.yaml") -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return document
+
+
+def create_run(custom: client.CustomObjectsApi, namespace: str, document: dict[str, Any]) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, document)
+
+
+def status_of(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    run = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    status: dict[str, Any] = run.get("status") or {}
+    return status
+
+
+def stage_summary(stage: Stage, phase: str = "Succeeded", **extra: Any) -> str:
+    return json.dumps(
+        {
+            "stage": stage.value,
+            "phase": phase,
+            "message": extra.pop("message", f"{stage.value} finished"),
+            "started_at": "2026-12-02T09:00:00Z",
+            "finished_at": "2026-12-02T09:10:00Z",
+            "progress": {"done": 10, "total": 10},
+            **extra,
+        },
+        separators=(",", ":"),
+    )
+
+
+def running_pod(core: client.CoreV1Api, namespace: str, run: str, stage: Stage) -> client.V1Pod:
+    """The stage's driver pod (the trainer's master) once it runs and has not been told to finish."""
+
+    def probe() -> client.V1Pod | None:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector=f"{LABEL_RUN}={run},{LABEL_STAGE}={stage.value}"
+        )
+        for pod in pods.items:
+            labels = pod.metadata.labels or {}
+            if labels.get(LABEL_ROLE) not in ("driver", "trainer"):
+                continue
+            if labels.get("training.kubeflow.org/replica-type", "master").lower() != "master":
+                continue
+            if pod.status.phase == "Running" and "kwok.reasoning.dev/outcome" not in (
+                pod.metadata.annotations or {}
+            ):
+                return pod
+        return None
+
+    found: client.V1Pod = wait_for(probe, timeout=STAGE_TIMEOUT, what=f"a running {stage.value} pod of {run}")
+    return found
+
+
+def finish(core: client.CoreV1Api, pod: client.V1Pod, outcome: str, message: str) -> None:
+    annotations = finish_on_cue(
+        outcome, termination_message=message, exit_code=0 if outcome == "Succeeded" else 1
+    )
+    core.patch_namespaced_pod(
+        pod.metadata.name, pod.metadata.namespace, {"metadata": {"annotations": annotations}}
+    )
+
+
+def complete_stage(core: client.CoreV1Api, namespace: str, run: str, stage: Stage, **summary: Any) -> None:
+    finish(core, running_pod(core, namespace, run, stage), "Succeeded", stage_summary(stage, **summary))
+
+
+def wait_for_phase(custom: client.CustomObjectsApi, namespace: str, name: str, phase: str) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = status_of(custom, namespace, name)
+        return status if status.get("phase") == phase else None
+
+    return wait_for(reached, timeout=STAGE_TIMEOUT, what=f"run {name} to be {phase}")
+
+
+EVALUATION_RESULTS = {
+    "student": {"math500": {"score": 86.4, "metric": "pass@1", "problems": 500, "correct": 432}}
+}
+STAGE_METRICS: dict[Stage, dict[str, Any]] = {
+    Stage.GENERATE: {"promptTokens": 1200, "completionTokens": 34000},
+    Stage.REWRITE: {"apiPromptTokens": 35000, "apiCompletionTokens": 30000},
+    Stage.FILTER: {"acceptance": {"numina-math": {"kept": 8, "rejected": 2, "rate": 0.8}}},
+    Stage.EVALUATE: {"results": EVALUATION_RESULTS},
+}
+
+
+def test_the_full_recipe_runs_stage_by_stage_to_succeeded(
+    operator: OperatorProcess,
+    volume: None,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    namespace, run = restricted, "sky-t1-32b-preview"
+    create_run(custom, namespace, example())
+
+    complete_stage(core, namespace, run, Stage.DATA)
+    teacher = wait_for(
+        lambda: apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items,
+        timeout=STAGE_TIMEOUT,
+        what="the teacher Deployment",
+    )[0]
+    container = teacher.spec.template.spec.containers[0]
+    arguments = " ".join([*(container.command or []), *(container.args or [])])
+    assert "--tensor-parallel-size 8" in arguments
+    assert container.resources.limits["nvidia.com/gpu"] == "8"
+    assert teacher.spec.template.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert core.read_namespaced_service(f"{run}-generate-server", namespace).spec.ports[0].port == 8000
+    config = core.read_namespaced_config_map(f"{run}-config", namespace).data["run.yaml"]
+    sampling = yaml.safe_load(config)["spec"]["generation"]["sampling"]
+    assert (sampling["maxTokens"], sampling["temperature"]) == (16384, 0.7)
+
+    complete_stage(core, namespace, run, Stage.GENERATE, metrics=STAGE_METRICS[Stage.GENERATE])
+    wait_for(
+        lambda: (
+            not apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items
+        ),
+        timeout=STAGE_TIMEOUT,
+        what="the teacher to be deleted when generation ended",
+    )
+    for stage in (Stage.REWRITE, Stage.FILTER, Stage.FORMAT):
+        complete_stage(core, namespace, run, stage, metrics=STAGE_METRICS.get(stage, {}))
+
+    trainer = wait_for(
+        lambda: custom.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs")["items"],
+        timeout=STAGE_TIMEOUT,
+        what="the PyTorchJob",
+    )[0]
+    replicas = trainer["spec"]["pytorchReplicaSpecs"]
+    assert set(replicas) == {"Master"}, "one node of 8 GPUs: 1 × 12 × 8 = 96 needs no worker"
+    master = replicas["Master"]["template"]["spec"]["containers"][0]
+    assert master["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    training = yaml.safe_load(config)["spec"]["training"]
+    assert (
+        training["microBatchSize"],
+        training["gradientAccumulationSteps"],
+        training["globalBatchSize"],
+    ) == (1, 12, 96)
+    assert training["deepspeed"] == {"zeroStage": 3, "offloadOptimizer": "cpu", "offloadParameters": "cpu"}
+    complete_stage(core, namespace, run, Stage.TRAIN)
+    complete_stage(core, namespace, run, Stage.EVALUATE, metrics=STAGE_METRICS[Stage.EVALUATE])
+
+    status = wait_for_phase(custom, namespace, run, "Succeeded")
+    assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 7
+    assert all(s["attempts"] == 1 for s in status["stages"])
+    assert status["results"] == EVALUATION_RESULTS
+    assert status["cost"]["apiTokens"] == 65000
+    assert float(status["cost"]["gpuHours"]) > 0, "the teacher and the trainer held GPUs"
+    assert status["progress"] == "7/7"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
+    assert status["observedGeneration"] == 1
+    jobs = batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={run}").items
+    assert sorted(j.metadata.name for j in jobs) == sorted(
+        f"{run}-{stage.value}-1" for stage in Stage if stage is not Stage.TRAIN
+    )
+    reasons = {e.reason for e in core.list_namespaced_event(namespace).items if e.involved_object.name == run}
+    assert {"StageStarted", "StageSucceeded", "RunSucceeded"} <= reasons
+    assert 'reasoning_runs{phase="Succeeded"} 1.0' in operator.metrics()
+
+
+def fail_twice(core: client.CoreV1Api, namespace: str) -> None:
+    for attempt in (1, 2):
+        pod = running_pod(core, namespace, "flaky", Stage.DATA)
+        assert pod.metadata.labels["reasoning.dev/attempt"] == str(attempt)
+        finish(
+            core,
+            pod,
+            "Failed",
+            stage_summary(Stage.DATA, "Failed", message="source tiny-arith: no such file"),
+        )
+
+
+def test_a_failing_stage_is_retried_then_fails_the_run_with_its_reason(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    namespace = restricted
+    document = example("tiny.yaml")
+    document["metadata"]["name"] = "flaky"
+    document["spec"]["data"]["maxAttempts"] = 2
+    with storage_for(core, namespace, "flaky"):
+        create_run(custom, namespace, document)
+        fail_twice(core, namespace)
+    status = wait_for_phase(custom, namespace, "flaky", "Failed")
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    assert "failed after 2 attempts: source tiny-arith: no such file" in stalled["message"]
+    events = [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name == "flaky"]
+    assert any(e.reason == "StageFailed" and "no such file" in e.message for e in events)
+    assert any(e.reason == "RetryingStage" for e in events)

@@ -30,6 +30,9 @@ from reasoning_pipeline.storage import RunPaths, atomic_write_json
 from reasoning_pipeline.summary import Output, Progress, StageSummary, now
 
 ENDPOINT_VARIABLE = "REASONING_EVAL_ENDPOINT"
+# vLLM serves one model per server: with compareWithBase on vLLM the operator deploys the base model
+# apart and says where; `transformers serve` loads whatever model a request names, so one server will do.
+BASE_ENDPOINT_VARIABLE = "REASONING_EVAL_ENDPOINT_BASE"
 RESULTS_FILE = "results.json"
 EVALUATION_CONCURRENCY = 64
 EVALUATION_RETRIES = 5
@@ -185,6 +188,12 @@ def provenance(
     }
 
 
+def endpoint_for(contender: Contender, default: str) -> str:
+    if contender.label == "base":
+        return (os.environ.get(BASE_ENDPOINT_VARIABLE) or default).rstrip("/")
+    return default
+
+
 def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     started_at = now()
     spec = run.spec.evaluation
@@ -200,11 +209,12 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
             sampling = benchmark_spec.sampling or spec.sampling
             requests = requests_for(contender, benchmark, sampling, spec.system_prompt)
             name = f"{contender.label}-{benchmark.name}"
+            where = endpoint_for(contender, endpoint)
             journaled, _, _ = run_journaled(
                 stage_dir / f"{name}.journal.jsonl",
                 partial(
                     chat_over_http,
-                    endpoint,
+                    where,
                     requests,
                     concurrency=EVALUATION_CONCURRENCY,
                     max_retries=EVALUATION_RETRIES,
@@ -216,7 +226,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                 ),
                 total=len(requests),
                 max_retries=EVALUATION_RETRIES,
-                where=f"model endpoint {endpoint} ({name})",
+                where=f"model endpoint {where} ({name})",
             )
             responses = [journaled[r.key] for r in requests]
             verdicts = score_responses(benchmark, responses, run.spec.filter.code, spec.code_timeout_seconds)

@@ -117,3 +117,22 @@ def test_scores_carry_their_provenance_and_a_rerun_asks_nothing_again(tmp_path: 
     assert provenance["sampling"]["seed"] == 41
     assert results["aime24"]["provenance"]["samples"] == 2
     assert "student math500 66.7" in summary.message
+
+
+def test_the_base_model_is_asked_where_its_own_server_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM serves one model per server: with compareWithBase the operator deploys the base apart."""
+    with (
+        serve_fake_openai(Behaviour(answer=answer_by_model)) as student_server,
+        serve_fake_openai(Behaviour(answer=lambda messages: "\\boxed{A}")) as base_server,
+    ):
+        monkeypatch.setenv(evaluate.BASE_ENDPOINT_VARIABLE, base_server.base_url)
+        run = evaluation_run(tmp_path, student_server.base_url, compareWithBase=True)
+        evaluate.run(run, RunPaths(tmp_path, "ev"))
+        asked_student, asked_base = student_server.traffic.requests, base_server.traffic.requests
+    results = json.loads((tmp_path / "runs" / "ev" / "evaluate" / "results.json").read_text())
+    assert set(results) == {"base", "student"}
+    assert asked_student == asked_base > 0
+    assert results["base"]["math500"]["score"] == 0.0
+    assert results["student"]["math500"]["score"] == pytest.approx(66.67)

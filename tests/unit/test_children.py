@@ -681,5 +681,6 @@ def test_the_variables_the_operator_sets_are_the_ones_the_programs_read() -> Non
 
     assert generate_children.TEACHER_ENDPOINT_VARIABLE == generate.ENDPOINT_VARIABLE
     assert evaluate_children.EVAL_ENDPOINT_VARIABLE == evaluate.ENDPOINT_VARIABLE
+    assert evaluate_children.EVAL_BASE_ENDPOINT_VARIABLE == evaluate.BASE_ENDPOINT_VARIABLE
     assert rewrite_children.API_KEY_VARIABLE == rewrite.API_KEY_VARIABLE
     assert rewrite_children.BASE_URL_VARIABLE == rewrite.BASE_URL_VARIABLE

@@ -79,6 +79,11 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         ".generation.teacher.nodePool",
     ),
     (
+        _pool_has("self.evaluation.server.nodePool"),
+        "evaluation.server.nodePool must name one of spec.nodePools",
+        ".evaluation.server.nodePool",
+    ),
+    (
         "self.nodePools.all(p, p.name != self.generation.teacher.nodePool || p.gpusPerNode == 0 || "
         "self.generation.teacher.tensorParallelSize <= p.gpusPerNode)",
         "generation.teacher.tensorParallelSize must not exceed the gpusPerNode of its node pool",
@@ -258,7 +263,12 @@ RUN_DESCRIPTION = (
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
-    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "stages done/enabled"},
+    {
+        "name": "Progress",
+        "type": "string",
+        "jsonPath": ".status.progress",
+        "description": "stages done/enabled",
+    },
     {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedUSD", "description": "USD so far"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

@@ -485,6 +485,7 @@ class ReasoningRunSpec(SpecModel):
         for field, pool in (
             ("generation.teacher.nodePool", self.generation.teacher.node_pool),
             ("training.nodePool", self.training.node_pool),
+            ("evaluation.server.nodePool", self.evaluation.server.node_pool),
         ):
             if pool not in pools:
                 raise ValueError(f"{field}: no node pool named {pool!r} (have: {', '.join(sorted(pools))})")

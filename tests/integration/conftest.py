@@ -6,11 +6,15 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from reasoning_operator.crd import custom_resource_definition
 
 from tests.support.cluster import ClusterTarget, EmbeddedCluster, choose_target
+from tests.support.invalid_runs import INVALID, run
 from tests.support.waiting import wait_for
 
 
@@ -77,3 +81,43 @@ def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterato
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def reasoning_crd(api: client.ApiClient) -> None:
+    """The CRD as `make crds` generates it now: Helm installs a chart's CRDs only when they are absent."""
+    extensions = client.ApiextensionsV1Api(api)
+    crd = custom_resource_definition()
+    name = crd["metadata"]["name"]
+    try:
+        existing = extensions.read_custom_resource_definition(name)
+        crd["metadata"]["resourceVersion"] = existing.metadata.resource_version
+        extensions.replace_custom_resource_definition(name, crd)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        extensions.create_custom_resource_definition(crd)
+
+    def established() -> bool:
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for(established, timeout=30, what=f"CRD {name} Established")
+    # An updated CRD's validation reaches the API server's handlers a moment after the update: probe with
+    # server-side dry runs until every invalid example is refused.
+    custom = client.CustomObjectsApi(api)
+
+    def refused(spec: dict[str, Any]) -> bool:
+        try:
+            custom.create_namespaced_custom_object(
+                "reasoning.dev", "v1alpha1", "default", "reasoningruns", run("probe", spec), dry_run="All"
+            )
+        except ApiException as error:
+            return bool(error.status == 422)
+        return False
+
+    wait_for(
+        lambda: all(refused(spec) for _, spec, _ in INVALID),
+        timeout=30,
+        what=f"CRD {name}'s current validation rules to be served",
+    )

@@ -18,6 +18,8 @@ from kubernetes import client
 from reasoning_pipeline.spec import Stage
 
 from tests.support.cluster import ClusterTarget
+from tests.support.invalid_runs import INVALID
+from tests.support.invalid_runs import run as invalid_run
 from tests.support.kwok import finish_on_cue
 from tests.support.operator import OperatorProcess, installed_chart, operator_process
 from tests.support.waiting import wait_for
@@ -274,3 +276,197 @@ def test_a_failing_stage_is_retried_then_fails_the_run_with_its_reason(
     events = [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name == "flaky"]
     assert any(e.reason == "StageFailed" and "no such file" in e.message for e in events)
     assert any(e.reason == "RetryingStage" for e in events)
+
+
+def tiny_run(name: str, **spec: Any) -> dict[str, Any]:
+    document = example("tiny.yaml")
+    document["metadata"]["name"] = name
+    document["spec"].update(spec)
+    return document
+
+
+def children_named(
+    batch: client.BatchV1Api, custom: client.CustomObjectsApi, namespace: str, run: str
+) -> list[str]:
+    jobs = [
+        j.metadata.name
+        for j in batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={run}").items
+    ]
+    trainers = custom.list_namespaced_custom_object(
+        "kubeflow.org", "v1", namespace, "pytorchjobs", label_selector=f"{LABEL_RUN}={run}"
+    )["items"]
+    return sorted([*jobs, *(t["metadata"]["name"] for t in trainers)])
+
+
+def test_an_operator_killed_at_any_point_finishes_the_run_without_duplicates(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    namespace, run = restricted, "restarts"
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, tiny_run(run))
+        complete_stage(core, namespace, run, Stage.DATA)
+        # mid-generation: the teacher is up and the driver runs
+        wait_for(
+            lambda: (
+                apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items
+            ),
+            timeout=STAGE_TIMEOUT,
+            what="the teacher",
+        )
+        pod = running_pod(core, namespace, run, Stage.GENERATE)
+        operator.kill()
+        finish(core, pod, "Succeeded", stage_summary(Stage.GENERATE))  # it ends while nobody watches
+        operator.start()
+        complete_stage(core, namespace, run, Stage.REWRITE)
+        # between two stages: the filter ends and the operator dies before it can start the format
+        pod = running_pod(core, namespace, run, Stage.FILTER)
+        operator.kill()
+        finish(core, pod, "Succeeded", stage_summary(Stage.FILTER))
+        operator.start()
+        complete_stage(core, namespace, run, Stage.FORMAT)
+        # during training
+        pod = running_pod(core, namespace, run, Stage.TRAIN)
+        operator.restart()
+        finish(core, pod, "Succeeded", stage_summary(Stage.TRAIN))
+        complete_stage(core, namespace, run, Stage.EVALUATE, metrics=STAGE_METRICS[Stage.EVALUATE])
+        status = wait_for_phase(custom, namespace, run, "Succeeded")
+
+        assert [(s["name"], s["phase"], s["attempts"]) for s in status["stages"]] == [
+            (stage.value, "Succeeded", 1) for stage in Stage
+        ]
+        assert all(s["message"] == f"{s['name']} finished" for s in status["stages"])
+        assert status["results"] == EVALUATION_RESULTS
+        assert children_named(batch, custom, namespace, run) == sorted(
+            f"{run}-{stage.value}-1" for stage in Stage
+        )
+        assert not apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_RUN}={run}").items
+
+        # deleting the run takes every child with it, and leaves the data
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run)
+        wait_for(
+            lambda: (
+                not children_named(batch, custom, namespace, run)
+                and not core.list_namespaced_config_map(namespace, label_selector=f"{LABEL_RUN}={run}").items
+            ),
+            timeout=STAGE_TIMEOUT,
+            what="the garbage collector to delete the run's children",
+        )
+        assert (
+            core.read_namespaced_persistent_volume_claim(f"{run}-storage", namespace).status.phase == "Bound"
+        )
+
+
+def test_a_run_from_an_existing_dataset_trains_and_evaluates_only(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    namespace, run = restricted, "from-dataset"
+    off = {"enabled": False}
+    document = example()
+    document["metadata"]["name"] = run
+    document["spec"].update(data=off, generation=off, rewrite=off, filter=off, format=off)
+    document["spec"]["training"] = {"inputPath": "datasets/sky-t1-17k/sft.jsonl"}
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, document)
+        complete_stage(core, namespace, run, Stage.TRAIN)
+        complete_stage(core, namespace, run, Stage.EVALUATE, metrics=STAGE_METRICS[Stage.EVALUATE])
+        status = wait_for_phase(custom, namespace, run, "Succeeded")
+    assert [s["phase"] for s in status["stages"]] == ["Skipped"] * 5 + ["Succeeded"] * 2
+    assert status["progress"] == "2/2"
+    assert children_named(batch, custom, namespace, run) == [f"{run}-evaluate-1", f"{run}-train-1"]
+
+
+def test_suspend_scales_the_teacher_away_and_resume_carries_on_with_the_queue_label_everywhere(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    namespace, run = restricted, "pausable"
+    queue = "kueue.x-k8s.io/queue-name"
+
+    def patch_spec(**spec: Any) -> None:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run, {"spec": spec})
+
+    def teacher_exists() -> bool:
+        return bool(
+            apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items
+        )
+
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, tiny_run(run, queueName="team-a"))
+        complete_stage(core, namespace, run, Stage.DATA)
+        running_pod(core, namespace, run, Stage.GENERATE)
+        patch_spec(suspend=True)
+        wait_for_phase(custom, namespace, run, "Suspended")
+        wait_for(lambda: not teacher_exists(), timeout=STAGE_TIMEOUT, what="the teacher to be scaled away")
+        assert batch.read_namespaced_job(f"{run}-generate-1", namespace).spec.suspend is True
+        wait_for(
+            lambda: (
+                not [
+                    p
+                    for p in core.list_namespaced_pod(
+                        namespace, label_selector=f"{LABEL_STAGE}=generate"
+                    ).items
+                    if p.status.phase == "Running"
+                ]
+            ),
+            timeout=STAGE_TIMEOUT,
+            what="the suspended driver's pod to go",
+        )
+        patch_spec(suspend=False)
+        wait_for(teacher_exists, timeout=STAGE_TIMEOUT, what="the teacher to come back")
+        complete_stage(core, namespace, run, Stage.GENERATE)
+        running_pod(core, namespace, run, Stage.REWRITE)
+        status = status_of(custom, namespace, run)
+        assert status["phase"] == "Running"
+        assert status["stages"][1]["attempts"] == 1, "a suspension is not a failed attempt"
+        labelled = [
+            *batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={run}").items,
+            *core.list_namespaced_pod(namespace, label_selector=f"{LABEL_RUN}={run}").items,
+            *core.list_namespaced_service(namespace, label_selector=f"{LABEL_RUN}={run}").items,
+        ]
+        assert labelled
+        assert all((o.metadata.labels or {}).get(queue) == "team-a" for o in labelled)
+
+
+def test_the_operator_shrugs_off_refused_runs_and_strange_children(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    namespace, name = restricted, "sturdy"
+    for case, spec, _ in INVALID:
+        with pytest.raises(client.ApiException, match="422") as refused:
+            create_run(custom, namespace, invalid_run(f"invalid-{case}"[:63].rstrip("-"), spec))
+        assert refused.value.status == 422, case
+    # objects that claim to belong to the run but are no child the operator made
+    strays = [
+        {"metadata": {"name": "stray-1", "labels": {LABEL_RUN: name, LABEL_STAGE: "nonsense"}}, "data": {}},
+        {
+            "metadata": {
+                "name": "stray-2",
+                "labels": {LABEL_RUN: name, LABEL_STAGE: "data", "reasoning.dev/attempt": "not-a-number"},
+            },
+            "data": {},
+        },
+    ]
+    for stray in strays:
+        core.create_namespaced_config_map(namespace, stray)
+    with storage_for(core, namespace, name):
+        create_run(custom, namespace, tiny_run(name))
+        complete_stage(core, namespace, name, Stage.DATA)
+        running_pod(core, namespace, name, Stage.GENERATE)
+    assert operator.healthy()
+    assert "reasoning_reconcile_errors_total 0.0" in operator.metrics()

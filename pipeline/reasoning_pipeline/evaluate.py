@@ -188,6 +188,24 @@ def provenance(
     }
 
 
+def compact_provenance(full: dict[str, Any]) -> dict[str, Any]:
+    """What the run's status shows next to a score (the summary travels in a 4 KiB termination message;
+    results.json keeps the full record): enough to tell two scores' conditions apart."""
+    sampling = full["sampling"]
+    return {
+        "model": full["model"],
+        "revision": full["revision"],
+        "dtype": full["dtype"],
+        "temperature": sampling.get("temperature"),
+        "maxTokens": sampling.get("maxTokens"),
+        "seed": sampling.get("seed"),
+        "samples": full["samples"],
+        "prompt": full["promptTemplateSha256"][:12],
+        "systemPrompt": full["systemPromptSha256"][:12],
+        "problems": full["problemsSha256"][:12],
+    }
+
+
 def endpoint_for(contender: Contender, default: str) -> str:
     if contender.label == "base":
         return (os.environ.get(BASE_ENDPOINT_VARIABLE) or default).rstrip("/")
@@ -252,7 +270,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         metrics={
             "results": {
                 label: {
-                    name: {k: v for k, v in score.items() if k != "provenance"}
+                    name: {**score, "provenance": compact_provenance(score["provenance"])}
                     for name, score in scores.items()
                 }
                 for label, scores in results.items()

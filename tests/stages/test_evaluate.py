@@ -15,6 +15,7 @@ from reasoning_pipeline.prompts import NUMINA_TEMPLATE
 from reasoning_pipeline.sources import local_rows
 from reasoning_pipeline.spec import ReasoningRun
 from reasoning_pipeline.storage import RunPaths
+from reasoning_pipeline.summary import termination_message
 
 from tests.support.fake_openai import Behaviour, serve_fake_openai
 
@@ -117,6 +118,10 @@ def test_scores_carry_their_provenance_and_a_rerun_asks_nothing_again(tmp_path: 
     assert provenance["sampling"]["seed"] == 41
     assert results["aime24"]["provenance"]["samples"] == 2
     assert "student math500 66.7" in summary.message
+    shown = summary.metrics["results"]["student"]["math500"]
+    assert shown["score"] == pytest.approx(66.67)
+    assert shown["provenance"]["dtype"] == "float32"
+    assert shown["provenance"]["prompt"] == provenance["promptTemplateSha256"][:12]
 
 
 def test_the_base_model_is_asked_where_its_own_server_answers(
@@ -129,10 +134,13 @@ def test_the_base_model_is_asked_where_its_own_server_answers(
     ):
         monkeypatch.setenv(evaluate.BASE_ENDPOINT_VARIABLE, base_server.base_url)
         run = evaluation_run(tmp_path, student_server.base_url, compareWithBase=True)
-        evaluate.run(run, RunPaths(tmp_path, "ev"))
+        summary = evaluate.run(run, RunPaths(tmp_path, "ev"))
         asked_student, asked_base = student_server.traffic.requests, base_server.traffic.requests
     results = json.loads((tmp_path / "runs" / "ev" / "evaluate" / "results.json").read_text())
     assert set(results) == {"base", "student"}
     assert asked_student == asked_base > 0
     assert results["base"]["math500"]["score"] == 0.0
     assert results["student"]["math500"]["score"] == pytest.approx(66.67)
+    # eight scores with their provenance still fit the termination message the operator reads
+    message = json.loads(termination_message(summary))
+    assert message["metrics"]["results"]["base"]["livecodebench"]["provenance"]["dtype"] == "float32"

@@ -29,11 +29,10 @@ ALLOWED = [
     ("create", "services"),
     ("create", "persistentvolumeclaims"),
     ("watch", "reasoningruns.reasoning.dev"),
-    ("patch", "reasoningruns.reasoning.dev"),
     ("patch", "reasoningruns.reasoning.dev", "status"),
+    ("patch", "jobs.batch"),
     ("list", "pods"),
     ("create", "events"),
-    ("create", "events.events.k8s.io"),
 ]
 # ... and must not be: no Secrets (pods get the API key by secretKeyRef), no storage deletion, no pods
 DENIED = [
@@ -44,6 +43,7 @@ DENIED = [
     ("delete", "pods"),
     ("create", "pods", "exec"),
     ("delete", "reasoningruns.reasoning.dev"),
+    ("patch", "reasoningruns.reasoning.dev"),  # only its status is the operator's
     ("create", "roles.rbac.authorization.k8s.io"),
 ]
 

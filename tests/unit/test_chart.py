@@ -27,19 +27,19 @@ RELEASE, RELEASE_NAMESPACE = "rr", "reasoning-system"
 FULLNAME = "rr-reasoning-operator"
 
 READ = frozenset({"get", "list", "watch"})
-MANAGE = READ | {"create", "delete", "patch"}
+CREATE_DELETE = READ | {"create", "delete"}
+MANAGE = CREATE_DELETE | {"patch"}  # workloads: patched to suspend and resume
 # (API group, resource) → verbs: what the operator does in the namespaces it watches, nothing more
 NAMESPACED_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
-    ("reasoning.dev", "reasoningruns"): READ | {"patch", "update"},
-    ("reasoning.dev", "reasoningruns/status"): frozenset({"get", "patch", "update"}),
+    ("reasoning.dev", "reasoningruns"): READ,
+    ("reasoning.dev", "reasoningruns/status"): frozenset({"get", "patch"}),
     ("batch", "jobs"): MANAGE,
-    ("apps", "deployments"): MANAGE,
-    ("", "services"): MANAGE,
-    ("", "configmaps"): MANAGE,
+    ("apps", "deployments"): CREATE_DELETE,
+    ("", "services"): CREATE_DELETE,
+    ("", "configmaps"): CREATE_DELETE,
     ("", "persistentvolumeclaims"): READ | {"create"},  # storage outlives its run: never deleted
     ("", "pods"): READ,
     ("", "events"): frozenset({"create", "patch"}),
-    ("events.k8s.io", "events"): frozenset({"create", "patch"}),
     ("kubeflow.org", "pytorchjobs"): MANAGE,
 }
 CLUSTER_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {

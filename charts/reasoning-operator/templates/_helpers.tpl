@@ -50,30 +50,32 @@ app.kubernetes.io/part-of: reasoning-operator
 
 {{/*
 What the operator does inside the namespaces it watches, and nothing more (no wildcards, no Secrets):
-- reasoningruns: kopf watches them, adds its finalizer and annotations; status is the operator's to write;
-- the children it creates and garbage-collects through ownerReferences: Jobs, the teacher's Deployment and
-  Service, ConfigMaps, Kubeflow PyTorchJobs;
+- reasoningruns: kopf watches them (it adds no finalizer or annotation: only event handlers are
+  registered); status is the operator's to write, by merge patch;
+- the children it creates (the garbage collector deletes them with their run, through ownerReferences):
+  Jobs and PyTorchJobs (patched to suspend and resume them), the servers' Deployments and Services
+  (deleted when their stage ends), ConfigMaps;
 - PersistentVolumeClaims: created for a run's storage, never deleted (the data outlives the run);
 - pods: read only, for the stage summaries in their termination messages;
-- events: kopf reports handler outcomes on the run (core and events.k8s.io).
+- events: on the run, through the core API (the operator's and kopf's alike).
 Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads it, the operator never does.
 */}}
 {{- define "reasoning-operator.namespacedRules" -}}
 - apiGroups: ["reasoning.dev"]
   resources: ["reasoningruns"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["reasoning.dev"]
   resources: ["reasoningruns/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create"]
@@ -81,9 +83,6 @@ Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads i
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["kubeflow.org"]

@@ -4,6 +4,7 @@
   reasoning-pipeline run RUN.yaml [--root DIR]                  every enabled stage in order, locally
   reasoning-pipeline check math|code  < in.jsonl > out.jsonl    the filter's verdicts, one line per input
   reasoning-pipeline rewrite-stand-in [--port N]                a rule-based stand-in for the rewrite API
+  reasoning-pipeline tiny-world [--link DIR]                    build the tiny world (cached), link it
 
 A stage exits 0 when it succeeded, 1 when it failed (the reason is in its summary and on stderr), 2 when
 the command line or the run file is wrong.
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = verbs.add_parser("check", help="verdicts of the filter's checkers for JSON Lines on stdin")
     check.add_argument("kind", choices=["math", "code"])
     check.add_argument("--workers", type=int, default=0, help="checker processes (default: one per CPU)")
+    verbs.add_parser(
+        "tiny-world",
+        help="build (once, cached) the tiny tokenizer, teacher and student; see tiny-world --help",
+    )
     whole = verbs.add_parser("run", help="run every enabled stage in order on this machine, resuming")
     whole.add_argument("config", help="a ReasoningRun manifest (YAML)")
     whole.add_argument("--root", default=".", help="storage root (default: the current folder)")
@@ -104,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["tiny-world"]:  # its own options and --help: argparse cannot pass them through
+        from reasoning_pipeline.tiny_world.build import main as tiny_world
+
+        return tiny_world(given[1:])
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(given)
     if arguments.verb in {s.value for s in Stage}:
         return run_stage(Stage(arguments.verb), arguments.config, arguments.root)
     if arguments.verb == "check":

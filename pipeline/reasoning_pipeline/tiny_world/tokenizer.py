@@ -1,9 +1,13 @@
-"""The tiny world's tokenizer: a small byte-level BPE trained here, Qwen2-style, with Qwen's chat format.
+"""The tiny world's tokenizer: a small byte-level BPE trained here, with Qwen2's pipeline and chat format.
 
-Like Qwen2's, it splits every digit into its own token (digit-level arithmetic stays learnable) and works
-on bytes, so any text a later stage produces (rewritten traces, other system prompts) round-trips. The
-Sky-T1 thought/solution markers are single tokens but not *special* ones: a decoder that skips special
-tokens (as `transformers serve` does) keeps them, the way a real model's output keeps them as text.
+It is saved as a `Qwen2Tokenizer`, and its normalizer and pre-tokenizer are exactly Qwen2's (NFC, Qwen's
+split pattern, byte level). That is not only for looks: next to a Qwen2 `config.json`, `AutoTokenizer`
+(and so `transformers serve`) loads any tokenizer as `Qwen2Tokenizer`, which rebuilds Qwen's pipeline
+around the saved vocabulary; a custom pattern would then tokenize differently at serving time than in
+training. Like Qwen2's, it splits every digit into its own token (digit-level arithmetic stays learnable)
+and works on bytes, so any text a later stage produces round-trips. The Sky-T1 thought/solution markers
+are single tokens but not *special* ones: a decoder that skips special tokens (as `transformers serve`
+does) keeps them, the way a real model's output keeps them as text.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Tokenizer
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -25,7 +29,8 @@ THOUGHT_MARKERS = (
     "<|end_of_solution|>",
 )
 
-# Qwen2's pre-tokenizer pattern: words with one leading non-letter, single digits, punctuation runs.
+# Qwen2's pre-tokenizer pattern (transformers' Qwen2Tokenizer): words with one leading non-letter, single
+# digits, punctuation runs.
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -53,6 +58,7 @@ def chat_template(default_system_prompt: str) -> str:
 
 def train_tokenizer(corpus: Iterable[str], *, vocab_size: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
@@ -73,8 +79,8 @@ def train_tokenizer(corpus: Iterable[str], *, vocab_size: int) -> Tokenizer:
 
 def save_tokenizer(
     tokenizer: Tokenizer, directory: Path, *, default_system_prompt: str, model_max_length: int
-) -> PreTrainedTokenizerFast:
-    """Save in the layout `AutoTokenizer.from_pretrained(directory)` loads, chat template included."""
+) -> PreTrainedTokenizerBase:
+    """Save as a `Qwen2Tokenizer` with the chat template; check it encodes exactly as `tokenizer` does."""
     wrapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
         eos_token=IM_END,
@@ -84,9 +90,16 @@ def save_tokenizer(
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
-    wrapped.chat_template = chat_template(default_system_prompt)
     wrapped.save_pretrained(directory)
-    return wrapped
+    qwen: PreTrainedTokenizerBase = Qwen2Tokenizer.from_pretrained(directory)
+    for key in ("is_local", "local_files_only"):  # where it was loaded from, not what it is
+        qwen.init_kwargs.pop(key, None)
+    qwen.chat_template = chat_template(default_system_prompt)
+    probe = f"{default_system_prompt} 12 + 345 = 357 {IM_START}é ✓{THOUGHT_MARKERS[0]} {IM_END}"
+    if qwen(probe, add_special_tokens=False)["input_ids"] != tokenizer.encode(probe).ids:
+        raise RuntimeError("this transformers version tokenizes a saved Qwen2 tokenizer differently")
+    qwen.save_pretrained(directory)
+    return qwen
 
 
 def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:

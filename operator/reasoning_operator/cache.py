@@ -81,6 +81,11 @@ class Cache:
                 self._children.get(owner, {}).pop((body.get("kind", ""), body["metadata"]["name"]), None)
         return owner
 
+    def forget_child(self, owner: RunKey, kind: str, name: str) -> None:
+        """A child the operator just deleted: not to be deleted again before the watch says it is gone."""
+        with self._lock:
+            self._children.get(owner, {}).pop((kind, name), None)
+
     def children(self, key: RunKey) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._children.get(key, {}).values())

@@ -21,6 +21,7 @@ from reasoning_pipeline.spec import STAGE_ORDER, Stage
 
 from reasoning_operator import stages
 from reasoning_operator.cost import run_cost
+from reasoning_operator.naming import config_map_name, storage_claim_name
 from reasoning_operator.observe import Attempt, ChildRef, Observed, ref_of
 from reasoning_operator.run import RunRef
 from reasoning_operator.status import Event, Verdict, conditions, run_events, stage_events
@@ -49,6 +50,18 @@ def suspend_patch(workload: ChildRef, suspend: bool) -> Manifest:
 
 def _missing(manifests: Sequence[Manifest], observed: Observed) -> list[Manifest]:
     return [m for m in manifests if (m["kind"], m["metadata"]["name"]) not in observed.names]
+
+
+def _run_wide_children(run: RunRef, observed: Observed) -> list[Manifest]:
+    """The run's ConfigMap and storage claim, when not seen yet. Checked by name first: rendering run.yaml
+    is most of a reconcile's CPU, and they exist on every reconcile but the first."""
+    wanted: list[Manifest] = []
+    if ("ConfigMap", config_map_name(run.name)) not in observed.names:
+        wanted.append(run_config_map(run))
+    claim = storage_claim_name(run.name, run.spec)
+    if not run.spec.storage.claim_name and ("PersistentVolumeClaim", claim) not in observed.names:
+        wanted.extend(m for m in [storage_claim(run)] if m is not None)
+    return wanted
 
 
 def _stage_entry(stage: Stage, previous: Mapping[str, Any], attempts: Sequence[Attempt]) -> dict[str, Any]:
@@ -118,8 +131,7 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
         enabled = [e for e in entries if e["phase"] != "Skipped"]
         verdict = Verdict("Succeeded", "Succeeded", f"all {len(enabled)} stages succeeded")
     if verdict.phase not in TERMINAL and not spec.suspend:
-        base = [run_config_map(run), *([claim] if (claim := storage_claim(run)) else [])]
-        create[:0] = _missing(base, observed)
+        create[:0] = _run_wide_children(run, observed)
 
     done = sum(1 for e in entries if e["phase"] == "Succeeded")
     enabled_count = sum(1 for e in entries if e["phase"] != "Skipped")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -41,33 +40,50 @@ def _without_cost(status: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Reconciler:
+    """Reconciles of one run never overlap, and never pile up: a request that arrives while the run is
+    being reconciled marks it for one more pass (every child event asks; one pass answers them all)."""
+
     def __init__(self, kube: Kube, cache: Cache) -> None:
         self.kube = kube
         self.cache = cache
-        self._locks: defaultdict[RunKey, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
+        self._running: set[RunKey] = set()
+        self._again: set[RunKey] = set()
         self._cost_written: dict[RunKey, float] = {}
 
-    def _lock(self, key: RunKey) -> threading.Lock:
-        with self._guard:
-            return self._locks[key]
-
     def reconcile(self, key: RunKey) -> None:
-        with self._lock(key):
-            body = self.cache.run(key)
-            if body is None or body["metadata"].get("deletionTimestamp"):
+        with self._guard:
+            if key in self._running:
+                self._again.add(key)
                 return
-            started = time.monotonic()
-            try:
-                self._reconcile(key, body)
-            except ApiException as error:
-                metrics.RECONCILE_ERRORS.inc()
-                log.warning("reconcile of %s/%s: API error %s %s", *key, error.status, error.reason)
-            except Exception:
-                metrics.RECONCILE_ERRORS.inc()
-                log.exception("reconcile of %s/%s failed", *key)
-            finally:
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            self._running.add(key)
+        try:
+            while True:
+                self._reconcile_once(key)
+                with self._guard:
+                    if key not in self._again:
+                        return
+                    self._again.discard(key)
+        finally:
+            with self._guard:
+                self._running.discard(key)
+                self._again.discard(key)
+
+    def _reconcile_once(self, key: RunKey) -> None:
+        body = self.cache.run(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        started = time.monotonic()
+        try:
+            self._reconcile(key, body)
+        except ApiException as error:
+            metrics.RECONCILE_ERRORS.inc()
+            log.warning("reconcile of %s/%s: API error %s %s", *key, error.status, error.reason)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            log.exception("reconcile of %s/%s failed", *key)
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
     def _reconcile(self, key: RunKey, body: dict[str, Any]) -> None:
         now = datetime.now(UTC)
@@ -101,6 +117,7 @@ class Reconciler:
             )
         for child in plan.delete:
             self.kube.delete(run.namespace, child)
+            self.cache.forget_child((run.namespace, run.name), child.kind, child.name)
 
     def _status_due(self, key: RunKey, previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
         if _without_cost(previous) != _without_cost(status):
@@ -119,5 +136,4 @@ class Reconciler:
 
     def forget(self, key: RunKey) -> None:
         with self._guard:
-            self._locks.pop(key, None)
             self._cost_written.pop(key, None)

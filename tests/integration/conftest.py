@@ -15,6 +15,7 @@ from reasoning_operator.crd import custom_resource_definition
 
 from tests.support.cluster import ClusterTarget, EmbeddedCluster, choose_target
 from tests.support.invalid_runs import INVALID, run
+from tests.support.operator import OperatorProcess, installed_chart, operator_process
 from tests.support.waiting import wait_for
 
 
@@ -121,3 +122,24 @@ def reasoning_crd(api: client.ApiClient) -> None:
         timeout=30,
         what=f"CRD {name}'s current validation rules to be served",
     )
+
+
+@pytest.fixture
+def restricted(core: client.CoreV1Api, namespace: str) -> str:
+    core.patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    return namespace
+
+
+@pytest.fixture
+def operator(
+    cluster: ClusterTarget, api: client.ApiClient, restricted: str, reasoning_crd: None
+) -> Iterator[OperatorProcess]:
+    if not cluster.embedded:
+        pytest.skip("pods finish on kwok's cues only on the embedded cluster")
+    with (
+        installed_chart(cluster, restricted, watch=[restricted]) as release,
+        operator_process(api, release) as running,
+    ):
+        yield running

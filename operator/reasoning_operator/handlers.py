@@ -36,6 +36,7 @@ CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
     ("", "v1", "persistentvolumeclaims"),
     ("kubeflow.org", "v1", "pytorchjobs"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
 )
 
 CACHE = Cache()

@@ -29,6 +29,7 @@ PLURALS = {
     ("batch/v1", "Job"): "jobs",
     ("apps/v1", "Deployment"): "deployments",
     ("kubeflow.org/v1", "PyTorchJob"): "pytorchjobs",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     (f"{API_GROUP}/{API_VERSION}", "ReasoningRun"): "reasoningruns",
 }
 MANAGER = "reasoning-operator"

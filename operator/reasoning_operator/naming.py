@@ -34,6 +34,7 @@ class Role(StrEnum):
     SERVER_BASE = "server-base"
     REWRITE_STAND_IN = "rewrite-stand-in"
     TRAINER = "trainer"
+    ISOLATION = "isolation"  # a NetworkPolicy around the stage's pods
 
 
 def _run_part(run_name: str, room: int) -> str:

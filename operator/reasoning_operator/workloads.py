@@ -492,3 +492,23 @@ def pytorch_job(run: RunRef, attempt: int) -> Manifest:
             "pytorchReplicaSpecs": replica_specs,
         },
     }
+
+
+# ------------------------------------------------------------------------------------- isolation
+def no_network_policy(run: RunRef, stage: Stage) -> Manifest:
+    """A NetworkPolicy that admits no traffic to or from the stage's pods. The filter runs untrusted model
+    output; in a `restricted` pod (no root, no capabilities) its sandbox cannot make a network namespace of
+    its own, so the cluster keeps the network away instead (where the CNI enforces NetworkPolicies)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(
+            run,
+            child_name(run.name, stage, role="no-network"),
+            child_labels(run, stage, role=Role.ISOLATION),
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_RUN: run.name, LABEL_STAGE: stage.value}},
+            "policyTypes": ["Ingress", "Egress"],
+        },
+    }

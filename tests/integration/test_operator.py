@@ -125,6 +125,13 @@ def test_the_full_recipe_runs_stage_by_stage_to_succeeded(
         "Stalled": "False",
     }
     assert status["observedGeneration"] == 1
+    # the filter's pods, where untrusted model output runs, get no network
+    policy = client.NetworkingV1Api(core.api_client).read_namespaced_network_policy(
+        f"{run}-filter-no-network", namespace
+    )
+    assert policy.spec.policy_types == ["Ingress", "Egress"]
+    assert not policy.spec.ingress
+    assert not policy.spec.egress
     jobs = batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={run}").items
     assert sorted(j.metadata.name for j in jobs) == sorted(
         f"{run}-{stage.value}-1" for stage in Stage if stage is not Stage.TRAIN

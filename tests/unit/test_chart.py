@@ -41,6 +41,7 @@ NAMESPACED_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): READ,
     ("", "events"): frozenset({"create", "patch"}),
     ("kubeflow.org", "pytorchjobs"): MANAGE,
+    ("networking.k8s.io", "networkpolicies"): CREATE_DELETE,
 }
 CLUSTER_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): READ,

@@ -153,7 +153,14 @@ def test_every_child_is_owned_by_the_run_and_labelled_with_it(example: str, stag
             assert labels[LABEL_RUN] == run.name
             assert labels[LABEL_STAGE] == stage.value
             assert labels[LABEL_MANAGED_BY] == "reasoning-operator"
-            assert labels[LABEL_ROLE] in {"driver", "server", "server-base", "rewrite-stand-in", "trainer"}
+            assert labels[LABEL_ROLE] in {
+                "driver",
+                "server",
+                "server-base",
+                "rewrite-stand-in",
+                "trainer",
+                "isolation",
+            }
 
 
 @pytest.mark.parametrize(("example", "stage"), EXAMPLE_STAGES)
@@ -302,7 +309,7 @@ def test_every_stage_container_has_the_storage_the_config_and_shared_memory(
 @pytest.mark.parametrize("stage", [Stage.DATA, Stage.FILTER, Stage.FORMAT])
 def test_a_plain_stage_is_one_job_running_its_program(stage: Stage) -> None:
     run = make_run(SKY_T1)
-    (job,) = stages.children(run, stage, 4)
+    (job,) = [c for c in stages.children(run, stage, 4) if c["kind"] == "Job"]
     assert job["apiVersion"] == "batch/v1"
     assert job["kind"] == "Job"
     assert job["metadata"]["name"] == f"{SKY_T1}-{stage.value}-4"
@@ -376,7 +383,13 @@ def test_an_existing_claim_is_used_and_none_is_made() -> None:
 def test_kueue_queue_label_is_on_every_child_and_pod_exactly_when_asked(queue: str | None) -> None:
     run = make_run(SKY_T1, queueName=queue, evaluation={"compareWithBase": True})
     run_children = all_children(run)
-    assert {c["kind"] for c in run_children} == {"Job", "Deployment", "Service", "PyTorchJob"}
+    assert {c["kind"] for c in run_children} == {
+        "Job",
+        "Deployment",
+        "Service",
+        "PyTorchJob",
+        "NetworkPolicy",
+    }
     for child in run_children:
         for labels in [child["metadata"]["labels"], *(t["metadata"]["labels"] for t in pod_templates(child))]:
             assert labels.get(QUEUE_LABEL) == queue, child["metadata"]["name"]
@@ -683,3 +696,21 @@ def test_the_variables_the_operator_sets_are_the_ones_the_programs_read() -> Non
     assert evaluate_children.EVAL_BASE_ENDPOINT_VARIABLE == evaluate.BASE_ENDPOINT_VARIABLE
     assert rewrite_children.API_KEY_VARIABLE == rewrite.API_KEY_VARIABLE
     assert rewrite_children.BASE_URL_VARIABLE == rewrite.BASE_URL_VARIABLE
+
+
+def test_the_filter_pods_where_untrusted_code_runs_get_no_network() -> None:
+    run = make_run(SKY_T1)
+    (policy,) = [c for c in stages.children(run, Stage.FILTER, 1) if c["kind"] == "NetworkPolicy"]
+    assert policy["metadata"]["name"] == f"{SKY_T1}-filter-no-network"
+    # no ingress or egress rules at all: nothing in, nothing out
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {LABEL_RUN: SKY_T1, LABEL_STAGE: "filter"}},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    (job,) = [c for c in stages.children(run, Stage.FILTER, 1) if c["kind"] == "Job"]
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert all(
+        pod_labels[key] == value for key, value in policy["spec"]["podSelector"]["matchLabels"].items()
+    )
+    for stage in (Stage.DATA, Stage.GENERATE, Stage.FORMAT):
+        assert "NetworkPolicy" not in {c["kind"] for c in stages.children(run, stage, 1)}

@@ -57,6 +57,7 @@ What the operator does inside the namespaces it watches, and nothing more (no wi
   (deleted when their stage ends), ConfigMaps;
 - PersistentVolumeClaims: created for a run's storage, never deleted (the data outlives the run);
 - pods: read only, for the stage summaries in their termination messages;
+- networkpolicies: the filter's pods (untrusted model output runs there) get no network;
 - events: on the run, through the core API (the operator's and kopf's alike).
 Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads it, the operator never does.
 */}}
@@ -88,6 +89,9 @@ Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads i
 - apiGroups: ["kubeflow.org"]
   resources: ["pytorchjobs"]
   verbs: ["get", "list", "watch", "create", "delete", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs whatever it watches: the resources it serves, and namespaces. */}}

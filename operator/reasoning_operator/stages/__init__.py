@@ -18,6 +18,7 @@ from reasoning_operator.workloads import (
     EnvVar,
     Manifest,
     Server,
+    no_network_policy,
     pytorch_job,
     server_deployment,
     server_service,
@@ -34,16 +35,26 @@ def _no_env(run: RunRef) -> list[EnvVar]:
     return []
 
 
+def _no_isolation(run: RunRef, stage: Stage) -> list[Manifest]:
+    return []
+
+
+def _isolated(run: RunRef, stage: Stage) -> list[Manifest]:
+    return [no_network_policy(run, stage)]
+
+
 @dataclass(frozen=True)
 class StagePlan:
     servers: Callable[[RunRef], list[Server]] = _nothing
     driver_env: Callable[[RunRef], list[EnvVar]] = _no_env
+    isolation: Callable[[RunRef, Stage], list[Manifest]] = _no_isolation
 
 
-# data, filter, format and train need nothing beyond their driver
+# data, format and train need nothing beyond their driver; the filter runs untrusted code
 PLANS: dict[Stage, StagePlan] = {
     Stage.GENERATE: StagePlan(servers=generate.servers),
     Stage.REWRITE: StagePlan(servers=rewrite.servers, driver_env=rewrite.driver_env),
+    Stage.FILTER: StagePlan(isolation=_isolated),
     Stage.EVALUATE: StagePlan(servers=evaluate.servers),
 }
 
@@ -68,11 +79,12 @@ def driver_children(run: RunRef, stage: Stage, attempt: int) -> list[Manifest]:
     plan = _plan(run, stage)
     if stage is Stage.TRAIN:
         return [pytorch_job(run, attempt)]
+    isolation = plan.isolation(run, stage)
     endpoints = [
         {"name": server.endpoint_variable, "value": server_url(run, stage, server.role)}
         for server in plan.servers(run)
     ]
-    return [stage_job(run, stage, attempt, env=[*endpoints, *plan.driver_env(run)])]
+    return [*isolation, stage_job(run, stage, attempt, env=[*endpoints, *plan.driver_env(run)])]
 
 
 def children(run: RunRef, stage: Stage, attempt: int) -> list[Manifest]:

@@ -34,6 +34,7 @@ def train_manifest(**training: Any) -> dict[str, Any]:
             **{s: disabled for s in ("data", "generation", "rewrite", "filter", "format", "evaluation")},
             "nodePools": [{"name": "cpu"}],
             "generation": {"enabled": False, "teacher": {"model": "none", "nodePool": "cpu"}},
+            "evaluation": {"enabled": False, "server": {"nodePool": "cpu"}},
             "training": {
                 "baseModel": "student",
                 "inputPath": "sft.jsonl",

@@ -18,6 +18,8 @@ from reasoning_operator.observe import observe, parse_summary
 from reasoning_operator.run import RunRef
 from reasoning_pipeline.spec import Stage
 
+from tests.support.runs import stage_summary as summary
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = "2026-12-02T10:00:00Z"
 
@@ -27,19 +29,6 @@ def run_of(example: str = "sky-t1-32b-preview.yaml", **spec_changes: Any) -> Run
     document["spec"].update(spec_changes)
     document["metadata"].update(namespace="team", uid="uid-1", generation=1)
     return RunRef.from_body(document)
-
-
-def summary(stage: Stage, phase: str = "Succeeded", **extra: Any) -> str:
-    return json.dumps(
-        {
-            "stage": stage.value,
-            "phase": phase,
-            "message": extra.pop("message", f"{stage.value} done"),
-            "started_at": "2026-12-02T09:00:00Z",
-            "finished_at": "2026-12-02T09:30:00Z",
-            **extra,
-        }
-    )
 
 
 class Cluster:
@@ -159,7 +148,7 @@ def test_stages_follow_in_order_and_the_teacher_goes_when_generation_ends() -> N
         ("Job", "sky-t1-32b-preview-generate-1"),
     ]
     assert stage_phases(plan.status)["data"] == "Succeeded"
-    assert plan.status["stages"][0]["message"] == "data done"
+    assert plan.status["stages"][0]["message"] == "data finished"
     cluster.finish(Stage.GENERATE, 1)
     plan = cluster.step()
     assert sorted((c.kind, c.name) for c in plan.delete) == [
@@ -233,7 +222,7 @@ def test_a_recorded_success_survives_children_the_cache_has_not_seen_yet() -> No
     assert stage_phases(plan.status)["data"] == "Succeeded"
     assert ("Job", "sky-t1-32b-preview-data-1") not in fresh.kinds(plan.create)
     assert ("Job", "sky-t1-32b-preview-generate-1") in fresh.kinds(plan.create)
-    assert plan.status["stages"][0]["message"] == "data done"
+    assert plan.status["stages"][0]["message"] == "data finished"
 
 
 def test_a_run_from_an_existing_dataset_starts_at_training() -> None:

@@ -29,6 +29,7 @@ from tests.support.runs import (
     finish,
     running_pod,
     stage_summary,
+    wait_for_events,
     status_of,
     storage_for,
     tiny_run,
@@ -136,8 +137,7 @@ def test_the_full_recipe_runs_stage_by_stage_to_succeeded(
     assert sorted(j.metadata.name for j in jobs) == sorted(
         f"{run}-{stage.value}-1" for stage in Stage if stage is not Stage.TRAIN
     )
-    reasons = {e.reason for e in core.list_namespaced_event(namespace).items if e.involved_object.name == run}
-    assert {"StageStarted", "StageSucceeded", "RunSucceeded"} <= reasons
+    wait_for_events(core, namespace, run, {"StageStarted", "StageSucceeded", "RunSucceeded"})
     assert 'reasoning_runs{phase="Succeeded"} 1.0' in operator.metrics()
 
 
@@ -170,9 +170,8 @@ def test_a_failing_stage_is_retried_then_fails_the_run_with_its_reason(
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True"
     assert "failed after 2 attempts: source tiny-arith: no such file" in stalled["message"]
-    events = [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name == "flaky"]
+    events = wait_for_events(core, namespace, "flaky", {"StageFailed", "RetryingStage"})
     assert any(e.reason == "StageFailed" and "no such file" in e.message for e in events)
-    assert any(e.reason == "RetryingStage" for e in events)
 
 
 def children_named(

@@ -122,6 +122,19 @@ def wait_for_phase(custom: client.CustomObjectsApi, namespace: str, name: str, p
     return wait_for(reached, timeout=STAGE_TIMEOUT, what=f"run {name} to be {phase}")
 
 
+def wait_for_events(
+    core: client.CoreV1Api, namespace: str, run: str, reasons: set[str]
+) -> list[client.CoreV1Event]:
+    """The run's events once every reason in `reasons` is among them: the operator posts events after
+    the status write they describe, so a status the test has seen may not have its events yet."""
+
+    def posted() -> list[client.CoreV1Event] | None:
+        events = [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name == run]
+        return events if reasons <= {e.reason for e in events} else None
+
+    return wait_for(posted, timeout=STAGE_TIMEOUT, what=f"events {sorted(reasons)} on run {run}")
+
+
 def tiny_run(name: str, **spec: Any) -> dict[str, Any]:
     document = example("tiny.yaml")
     document["metadata"]["name"] = name

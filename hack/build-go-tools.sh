@@ -61,6 +61,21 @@ build_kubernetes() {
     kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
+# The real node's programs: a separate tool folder so adding them does not rebuild the control plane.
+build_kubernetes_node() {
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local x="" var
+  for var in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    x+=" -X $var.gitVersion=$KUBERNETES_VERSION -X $var.gitMajor=1 -X $var.gitMinor=$minor -X $var.gitTreeState=clean"
+  done
+  REPLACES="$(kubernetes_replaces)" build_tool kubernetes-node "$KUBERNETES_VERSION" --version "$x" \
+    kubelet=k8s.io/kubernetes/cmd/kubelet kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
+}
+
+build_coredns() {
+  build_tool coredns "$COREDNS_VERSION" -version "" coredns=github.com/coredns/coredns
+}
+
 build_etcd() {
   build_tool etcd "$ETCD_VERSION" --version "" etcd=go.etcd.io/etcd/server/v3
 }
@@ -81,5 +96,5 @@ build_training_operator() {
 
 mkdir -p "$CACHE_ROOT"
 targets=("$@")
-[[ ${#targets[@]} == 0 ]] && targets=(kubernetes etcd kwok helm training_operator)
+[[ ${#targets[@]} == 0 ]] && targets=(kubernetes kubernetes_node etcd kwok helm training_operator coredns)
 for t in "${targets[@]}"; do "build_${t//-/_}"; done

@@ -4,14 +4,17 @@
 #   hack/cluster.sh down     stop every process it started, by PID, and remove its state
 #   hack/cluster.sh status   exit 0 when every component is running and healthy
 # State, logs and the admin kubeconfig live in $REASONING_CLUSTER_DIR (default
-# ~/.cache/reasoning-operator/cluster). Ports are REASONING_CLUSTER_PORT_BASE (default 16400) + 1..9.
+# ~/.cache/reasoning-operator/cluster). Ports are REASONING_CLUSTER_PORT_BASE (default 16400) + 1..14.
+# Besides the kwok pools, a real node (hack/node.sh) runs containers, unless REASONING_LOCAL_NODE=0.
 LOG_PREFIX=cluster
 source "$(dirname "$0")/lib.sh"
+source "$HACK_DIR/node.sh"
 
 PORT_BASE=${REASONING_CLUSTER_PORT_BASE:-16400}
 CPU_NODES=${REASONING_CPU_NODES:-3}
 H100_NODES=${REASONING_H100_NODES:-2}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok training-operator)
+if local_node_enabled; then COMPONENTS+=("${NODE_COMPONENTS[@]}"); fi
 
 PKI="$CLUSTER_DIR/pki"
 PIDS="$CLUSTER_DIR/pids"
@@ -29,10 +32,16 @@ port_of() {
     training-operator) echo $((PORT_BASE + 7)) ;;       # health probes
     training-operator-metrics) echo $((PORT_BASE + 8)) ;;
     training-operator-webhook) echo $((PORT_BASE + 9)) ;;
+    kubelet) echo $((PORT_BASE + 10)) ;;
+    kubelet-healthz) echo $((PORT_BASE + 11)) ;;
+    kube-proxy) echo $((PORT_BASE + 12)) ;;                # health
+    kube-proxy-metrics) echo $((PORT_BASE + 13)) ;;
+    coredns) echo $((PORT_BASE + 14)) ;;                   # health; DNS itself is on the pod gateway's :53
   esac
 }
 ALL_PORTS=(etcd etcd-peer kube-apiserver kube-controller-manager kube-scheduler kwok
   training-operator training-operator-metrics training-operator-webhook)
+if local_node_enabled; then ALL_PORTS+=(kubelet kubelet-healthz kube-proxy kube-proxy-metrics coredns); fi
 
 kubectl_() { "$(bin_kubernetes kubectl)" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
@@ -48,6 +57,7 @@ check_binaries() {
   require_command curl "Install it with 'apt-get install curl'."
   require_command setsid "Install it with 'apt-get install util-linux'."
   require_command ss "Install it with 'apt-get install iproute2'."
+  if local_node_enabled; then check_node_binaries; fi
 }
 
 check_ports_free() {
@@ -143,6 +153,9 @@ healthy() { # NAME
     kube-controller-manager | kube-scheduler) https_insecure_ok "$(port_of "$1")" /healthz ;;
     kwok) http_ok "$(port_of kwok)" /healthz ;;
     training-operator) http_ok "$(port_of training-operator)" /readyz ;;
+    kubelet) http_ok "$(port_of kubelet-healthz)" /healthz ;;
+    kube-proxy) http_ok "$(port_of kube-proxy)" /healthz ;;
+    coredns) http_ok "$(port_of coredns)" /health ;;
   esac
 }
 
@@ -187,7 +200,7 @@ make_pki() {
 keyUsage=critical,digitalSignature,keyEncipherment"
   issue_cert apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth
 keyUsage=critical,digitalSignature,keyEncipherment
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$POD_GATEWAY,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   issue_cert admin "/O=system:masters/CN=reasoning-local-admin" "$client"
   issue_cert controller-manager "/CN=system:kube-controller-manager" "$client"
   issue_cert scheduler "/CN=system:kube-scheduler" "$client"
@@ -196,6 +209,7 @@ subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubern
   write_kubeconfig "$KUBECONFIG_PATH" admin
   write_kubeconfig "$PKI/controller-manager.kubeconfig" controller-manager
   write_kubeconfig "$PKI/scheduler.kubeconfig" scheduler
+  if local_node_enabled; then make_node_pki; fi
 }
 
 # ---------------------------------------------------------------------------------------------- starting
@@ -211,13 +225,20 @@ start_etcd() {
 }
 
 start_apiserver() {
-  # --endpoint-reconciler-type=none: the `kubernetes` Service cannot point at a loopback address.
+  # Without the real node: loopback only, and --endpoint-reconciler-type=none, since the `kubernetes`
+  # Service cannot point at a loopback address. With it: pods reach the API server on the pod bridge's
+  # gateway, which the `kubernetes` Service then points at.
   # --allow-privileged: privileged pods are refused by Pod Security admission per namespace, as on
   # a real cluster, not by a global switch.
+  local network=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+  if local_node_enabled; then
+    network=(--bind-address 0.0.0.0 --advertise-address "$POD_GATEWAY" --endpoint-reconciler-type lease
+      --kubelet-preferred-address-types InternalIP --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt"
+      --kubelet-client-key "$PKI/apiserver-kubelet-client.key")
+  fi
   start_process kube-apiserver "$(bin_kubernetes kube-apiserver)" \
     --etcd-servers "http://127.0.0.1:$(port_of etcd)" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$(port_of kube-apiserver)" \
-    --endpoint-reconciler-type none \
+    --secure-port "$(port_of kube-apiserver)" "${network[@]}" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -348,7 +369,7 @@ condition_true() { # KIND/NAME TYPE
 
 nodes_ready() {
   local ready
-  ready=$(kubectl_ get nodes -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
+  ready=$(kubectl_ get nodes -l type=kwok -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
   [[ $(grep -cx True <<<"$ready") == $((CPU_NODES + H100_NODES)) ]]
 }
 
@@ -371,13 +392,15 @@ cmd_status() {
 
 cmd_down() {
   [[ -d $PIDS ]] && stop_processes "${COMPONENTS[@]}"
+  # the node's runtime goes with the cluster; dockerd, the image builder, stays (hack/engine.sh down)
+  if local_node_enabled; then stop_node_leftovers; engine_down containerd; fi
   rm -rf "$CLUSTER_DIR"
   log "stopped; removed $CLUSTER_DIR"
 }
 
 print_usage_hint() {
   cat <<EOF
-Cluster is up ($(kubectl_ get nodes --no-headers | wc -l) nodes: $CPU_NODES cpu, $H100_NODES h100 with 8 nvidia.com/gpu each).
+Cluster is up ($(kubectl_ get nodes --no-headers | wc -l) nodes: $CPU_NODES cpu, $H100_NODES h100 with 8 nvidia.com/gpu each (kwok)$(local_node_enabled && echo ", $NODE_NAME (real, $NODE_POOL_LABEL)")).
   export KUBECONFIG=$KUBECONFIG_PATH
   $(bin_kubernetes kubectl) get nodes
 Logs: $LOGS   Stop: make cluster-down
@@ -409,6 +432,7 @@ cmd_up() {
   start_kwok
   add_nodes
   start_training_operator
+  if local_node_enabled; then start_node; fi
   trap - EXIT
   log "started in $((SECONDS - started)) s"
   print_usage_hint

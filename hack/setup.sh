@@ -19,6 +19,20 @@ check_prerequisites() {
   require_command setsid "Install it with 'apt-get install util-linux'."
 }
 
+# The local node and the image builds run Debian's container engines; apt installs them once. Without
+# root (or with REASONING_LOCAL_NODE=0) the cluster runs its kwok pools only, as before.
+NODE_PACKAGES=(docker.io containerd runc iptables conntrack containernetworking-plugins debootstrap gcc libc6-dev)
+install_node_packages() {
+  [[ ${REASONING_LOCAL_NODE:-1} != 0 ]] || return 0
+  local missing=() p
+  for p in "${NODE_PACKAGES[@]}"; do dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+  [[ ${#missing[@]} == 0 ]] && { log "node packages: installed"; return; }
+  [[ $(id -u) == 0 ]] || die "the local node needs Debian packages ${missing[*]} (as root: apt-get install ${missing[*]}), or set REASONING_LOCAL_NODE=0"
+  log "node packages: apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
 install_uv() {
   local dir uv
   dir=$(tool_dir uv "$UV_VERSION")
@@ -34,6 +48,7 @@ export UV_SYSTEM_CERTS=1 # see the Makefile: trust the system CA store, as pip a
 check_prerequisites
 mkdir -p "$CACHE_ROOT"
 install_uv
+install_node_packages
 "$HACK_DIR/build-go-tools.sh"
 log "syncing the Python workspace into $REPO_ROOT/.venv"
 # --locked: uv.lock is committed and must match the pyproject files, so every machine gets the same set

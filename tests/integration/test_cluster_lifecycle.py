@@ -26,6 +26,8 @@ def spare_cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         **os.environ,
         "REASONING_CLUSTER_DIR": str(tmp_path / "cluster"),
         "REASONING_CLUSTER_PORT_BASE": str(SPARE_PORT_BASE),
+        # one real node per machine (one containerd, one pod bridge): the session's cluster has it
+        "REASONING_LOCAL_NODE": "0",
     }
     environ.pop("KUBECONFIG", None)
     environ.pop("REASONING_TEST_KUBECONFIG", None)

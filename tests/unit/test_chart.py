@@ -207,7 +207,7 @@ def test_operator_runs_the_cli_the_chart_promises(default_manifests: list[Manife
     assert pod["serviceAccountName"] == FULLNAME
     assert pod["automountServiceAccountToken"] is True
     container = operator_container(default_manifests)
-    assert container["image"] == "reasoning-operator/operator:0.1.0"  # the chart's appVersion
+    assert container["image"] == "ghcr.io/reasoning-operator/operator:0.1.0"  # the chart's appVersion
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"] == [
         "python",

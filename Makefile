@@ -11,7 +11,7 @@ UV = $(shell bash -c 'source hack/lib.sh && bin_uv')
 RUN = $(UV) run --locked --no-sync
 PYTHON_SOURCES = operator/reasoning_operator pipeline/reasoning_pipeline tests
 
-.PHONY: help setup test unit integration lint format crds cluster-up cluster-down cluster-status bench demo clean clean-cache
+.PHONY: help setup test unit integration lint format crds cluster-up cluster-down cluster-status bench images demo kind-up clean clean-cache
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -ts $$'\t'
@@ -52,8 +52,14 @@ cluster-status: ## which local cluster components run and answer
 bench: setup ## benchmarks in tests/bench: they print figures and assert nothing about time
 	$(RUN) pytest tests/bench -s -p no:cacheprovider -o python_files='bench_*.py' -o python_functions='bench_*'
 
-demo: ## the whole tiny recipe on the local cluster: arrives with issue 6 ("Real containers end to end")
-	@echo "make demo is not built yet: it arrives with the issue 'Real containers end to end'." >&2; exit 2
+images: setup ## build the operator, pipeline and trainer images (no pulls) and load them onto the local node
+	@hack/images.sh all
+
+kind-up: setup ## the same layout on kind, for machines with internet (see hack/kind.yaml)
+	@hack/kind.sh
+
+demo: setup ## the tiny recipe for real on the local cluster: images, cluster, chart, run, results
+	@hack/demo.sh
 
 clean: cluster-down ## stop the cluster; remove .venv and caches inside the repo (keeps ~/.cache/reasoning-operator)
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -3,7 +3,7 @@
 #   dockerd     builds the images (images/*/Dockerfile); its data root is cached, so layers survive
 #   containerd  the local node's CRI runtime (runc, CNI bridge); its image store is cached likewise
 # Both run as this machine's root with their sockets under /run/reasoning-operator.
-#   hack/engine.sh up | down [dockerd|containerd] | status
+#   hack/engine.sh up | down [dockerd|containerd] | status | kill CONTAINER-ID
 # shellcheck disable=SC2034 # sourced by images.sh and cluster.sh, which use these names
 LOG_PREFIX=${LOG_PREFIX:-engine}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -99,7 +99,9 @@ JSON
 
 pod_bridge_up() { # made here, not by the first pod: the API server and DNS listen on its address
   ip link show "$POD_BRIDGE" >/dev/null 2>&1 || ip link add "$POD_BRIDGE" type bridge
-  ip addr show dev "$POD_BRIDGE" | grep -q "inet $POD_GATEWAY/" || ip addr add "$POD_GATEWAY/16" dev "$POD_BRIDGE"
+  local addresses
+  addresses=$(ip -4 -o addr show dev "$POD_BRIDGE")
+  [[ $addresses == *" $POD_GATEWAY/"* ]] || ip addr add "$POD_GATEWAY/16" dev "$POD_BRIDGE"
   ip link set "$POD_BRIDGE" up
   sysctl -qw net.ipv4.ip_forward=1
   # Service traffic between pods on one bridge must pass iptables for kube-proxy's NAT
@@ -127,7 +129,7 @@ engine_up() {
 
 # The sandbox ("pause") image: a static C program that sleeps until signalled, built here (none pulled).
 pause_image_present() {
-  ctr_ images check "name==docker.io/$PAUSE_IMAGE" 2>/dev/null | grep -q complete && return 0
+  [[ $(ctr_ images check "name==docker.io/$PAUSE_IMAGE" 2>/dev/null) == *complete* ]] && return 0
   require_command gcc "Install it with 'apt-get install gcc libc6-dev'."
   local dir
   dir=$(mktemp -d)
@@ -168,6 +170,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     up) engine_up ;;
     down) shift; engine_down "$@" ;;
     status) engine_status ;;
-    *) die "usage: hack/engine.sh up | down | status" ;;
+    kill) ctr_ tasks kill --signal SIGKILL "$2" ;; # a node container by its CRI id (tests kill stages with it)
+    *) die "usage: hack/engine.sh up | down [dockerd|containerd] | status | kill CONTAINER-ID" ;;
   esac
 fi

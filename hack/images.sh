@@ -49,7 +49,7 @@ build_image() { # NAME
   local name=$1 started=$SECONDS
   build_base
   log "$name: docker build -f images/$name/Dockerfile -> $(image_ref "$name")"
-  docker_ build --quiet --build-arg "BASE=$BASE_IMAGE" --build-arg "UV_IMAGE=$BASE_IMAGE" \
+  DOCKER_BUILDKIT=0 docker_ build --quiet --build-arg "BASE=$BASE_IMAGE" --build-arg "UV_IMAGE=$BASE_IMAGE" \
     -f "$REPO_ROOT/images/$name/Dockerfile" -t "$(image_ref "$name")" "$REPO_ROOT" >/dev/null
   log "$name: built in $((SECONDS - started)) s ($(docker_ image inspect -f '{{.Size}}' "$(image_ref "$name")" | numfmt --to=iec))"
 }
@@ -59,7 +59,7 @@ load_image() { # NAME: into the node's containerd, unless that exact image (by D
   ref=$(image_ref "$name")
   id=$(docker_ image inspect -f '{{.Id}}' "$ref")
   stamp="$CONTAINERD_ROOT/loaded/${name}"
-  if [[ -f $stamp && $(cat "$stamp") == "$id" ]] && ctr_ images check "name==$ref" 2>/dev/null | grep -q complete; then
+  if [[ -f $stamp && $(cat "$stamp") == "$id" && $(ctr_ images check "name==$ref" 2>/dev/null) == *complete* ]]; then
     log "$name: $ref already on the node"; return
   fi
   log "$name: loading $ref into the node's containerd"

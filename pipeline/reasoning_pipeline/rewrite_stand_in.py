@@ -6,12 +6,19 @@ The rule: the whole raw trace becomes the thought; the solution is the trace's l
 its last line holding a \\boxed{} answer (math), else its last non-empty line.
 
   reasoning-pipeline rewrite-stand-in [--host 127.0.0.1] [--port 8000]
+
+With REASONING_STAND_IN_API_KEY set (the demo sets it from the same Secret the rewrite Job reads), it
+checks `Authorization: Bearer <key>` as the real API does and refuses other requests with 401; GET /stats
+counts both, so a test can tell the key reached the stage.
 """
 
 from __future__ import annotations
 
+import hmac
+import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +28,9 @@ from reasoning_pipeline.rewrite import MARKERS
 RESPONSE_HEADER = "Response to reformat:\n"
 CODE_BLOCK = re.compile(r"```[^\n]*\n.*?```", re.S)
 STAND_IN_MODEL = "rule-based-rewrite-stand-in"
+API_KEY_VARIABLE = "REASONING_STAND_IN_API_KEY"
+KEY_CHECKED_PATHS = ("/v1/",)
+COUNTS = web.AppKey("counts", dict[str, int])
 
 
 def reformat(trace: str) -> str:
@@ -77,8 +87,33 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def application() -> web.Application:
-    app = web.Application()
+def _key_check(api_key: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def check(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith(KEY_CHECKED_PATHS):
+            return await handler(request)
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        counts = request.app[COUNTS]
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            counts["refused"] += 1
+            error = {"message": "Incorrect API key provided.", "type": "invalid_request_error"}
+            return web.json_response({"error": error}, status=401)
+        counts["authorized"] += 1
+        return await handler(request)
+
+    return check
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[COUNTS])
+
+
+def application(api_key: str | None = None) -> web.Application:
+    app = web.Application(middlewares=[_key_check(api_key)] if api_key else [])
+    app[COUNTS] = {"authorized": 0, "refused": 0, "key_required": int(bool(api_key))}
+    app.router.add_get("/stats", stats)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/healthz", health)
@@ -86,6 +121,8 @@ def application() -> web.Application:
 
 
 def serve(host: str, port: int) -> int:
-    print(f"rewrite stand-in (rule-based, not a language model) on http://{host}:{port}/v1", flush=True)
-    web.run_app(application(), host=host, port=port, print=None)
+    api_key = os.environ.get(API_KEY_VARIABLE) or None
+    checks = "checks the API key from the environment" if api_key else "accepts any key"
+    print(f"rewrite stand-in (rule-based, not a language model) on http://{host}:{port}/v1; {checks}", flush=True)
+    web.run_app(application(api_key), host=host, port=port, print=None)
     return 0

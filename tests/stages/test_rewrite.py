@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 import sys
 from pathlib import Path
 from typing import Any
@@ -201,6 +203,7 @@ def test_the_rule_based_stand_in_serves_the_rewrite_stage(tmp_path: Path, api_ke
         [sys.executable, "-m", "reasoning_pipeline", "rewrite-stand-in", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "REASONING_STAND_IN_API_KEY": api_key},
     )
     try:
         assert server.stdout is not None
@@ -209,11 +212,22 @@ def test_the_rule_based_stand_in_serves_the_rewrite_stage(tmp_path: Path, api_ke
             lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=20, what="the stand-in"
         )
         summary = run_rewrite(tmp_path, f"http://127.0.0.1:{port}/v1")
+        # as the real API does, a request with another key is refused with 401 and counted
+        wrong = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=b'{"messages": [{"role": "user", "content": "x"}]}',
+            headers={"Authorization": "Bearer sk-not-the-key", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(wrong, timeout=10)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+            counts = json.load(response)
     finally:
         server.terminate()
         server.wait()
     rewritten = {r["id"]: r["rewritten"] for r in outputs(tmp_path, "rewritten.jsonl")}
     assert summary.metrics["failed"] == 0
+    assert counts == {"authorized": 2, "refused": 1, "key_required": 1}
     assert "<|begin_of_solution|>\n\nIt is \\boxed{2}.\n\n<|end_of_solution|>" in rewritten["m"]
     assert "<|begin_of_solution|>\n\n```python\nprint(input())\n```\n\n<|end_of_solution|>" in rewritten["c"]
     assert rewritten["m"].startswith("<|begin_of_thought|>\n\nOne plus one.")

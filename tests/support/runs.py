@@ -49,7 +49,10 @@ def storage_for(core: client.CoreV1Api, namespace: str, run: str) -> Iterator[No
 
 
 def example(name: str = "sky-t1-32b-preview.yaml") -> dict[str, Any]:
+    """An example as kwok runs it: the tiny one's pool is the real node's, here the simulated CPU pool."""
     document: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    if name == "tiny.yaml":
+        document["spec"]["nodePools"] = [{"name": "cpu", "nodeSelector": {"reasoning.dev/pool": "cpu"}}]
     return document
 
 

@@ -472,8 +472,9 @@ def test_tiny_teacher_is_served_by_transformers_on_cpu() -> None:
     run = make_run(TINY)
     deployment = only(stages.server_children(run, Stage.GENERATE), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    assert "nodeSelector" not in pod
-    assert "tolerations" not in pod
+    # on the local cluster's real node, which is tainted for it; no GPU toleration
+    assert pod["nodeSelector"] == {"reasoning.dev/pool": "local"}
+    assert [t["key"] for t in pod["tolerations"]] == ["reasoning.dev/pool"]
     (container,) = pod["containers"]
     assert container["image"] == run.spec.images.pipeline
     assert " ".join(arguments(container)) == (
@@ -611,7 +612,7 @@ def test_tiny_trains_two_processes_on_cpu() -> None:
     (container,) = pod["containers"]
     assert "--nproc_per_node=2" in container["command"]
     assert container["resources"]["limits"] == container["resources"]["requests"]
-    assert "nodeSelector" not in pod
+    assert pod["nodeSelector"] == {"reasoning.dev/pool": "local"}  # the local cluster's real node
 
 
 # --------------------------------------------------------------------------------------- evaluate

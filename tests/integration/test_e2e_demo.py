@@ -1,0 +1,258 @@
+"""End to end on real containers: the chart's operator in-cluster, the project's images on the local
+cluster's real node, examples/tiny.yaml as `make demo` applies it. Its generate and train containers are
+killed (SIGKILL, through the node's containerd) part-way, and the run must still finish with the same
+counts it reports, resumed from what the killed attempts left on the shared volume.
+
+Needs the real node (`make cluster-up` starts it; REASONING_LOCAL_NODE=0 leaves it out) and the images
+(built and loaded here by hack/images.sh: minutes cold, seconds warm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from reasoning_operator import demo
+
+from tests.support.cluster import REPO_ROOT, ClusterTarget
+from tests.support.operator import helm
+from tests.support.runs import GROUP, LABEL_RUN, LABEL_STAGE, PLURAL, VERSION, status_of
+from tests.support.waiting import wait_for
+
+HACK = REPO_ROOT / "hack"
+RUN = "tiny"
+RUN_TIMEOUT = 45 * 60  # cold containers on 2 cores: the whole recipe takes minutes, not this long
+pytestmark = pytest.mark.timeout(RUN_TIMEOUT + 15 * 60)
+
+
+def hack(script: str, *arguments: str, timeout: float = 1800) -> str:
+    done = subprocess.run(
+        ["bash", str(HACK / script), *arguments], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"hack/{script} {' '.join(arguments)} failed:\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def kill_container(pod: client.V1Pod, embedded: bool) -> None:
+    """SIGKILL the pod's container as the kernel's OOM killer or a node failure would: no goodbye. On the
+    embedded cluster through its containerd; on kind inside the node's container (named as the node)."""
+    container_id = pod.status.container_statuses[0].container_id.removeprefix("containerd://")
+    if embedded:
+        hack("engine.sh", "kill", container_id)
+        return
+    kill = ["ctr", "--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", container_id]
+    subprocess.run(["docker", "exec", pod.spec.node_name, *kill], check=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def real_node(cluster: ClusterTarget, core: client.CoreV1Api) -> str:
+    nodes = core.list_node(label_selector="reasoning.dev/real-node=true").items
+    if not nodes:
+        pytest.skip(
+            "the cluster has no real node (REASONING_LOCAL_NODE=0, or an outside cluster without one)"
+        )
+    hack("images.sh", "all", timeout=3600)
+    name: str = nodes[0].metadata.name
+    return name
+
+
+@pytest.fixture(scope="module")
+def demo_namespace(
+    real_node: str,
+    cluster: ClusterTarget,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+) -> Iterator[tuple[str, Path]]:
+    """The chart (operator in-cluster, watching only this namespace) and what `make demo` prepares."""
+    from reasoning_pipeline.tiny_world import build_tiny_world
+
+    namespace = f"e2e-{uuid.uuid4().hex[:6]}"
+    release = f"e2e-{namespace}"
+    # where kind mounts it too (hack/kind.yaml): the volume is a folder on the node
+    storage = (
+        Path(os.environ.get("REASONING_CACHE_DIR", Path.home() / ".cache/reasoning-operator"))
+        / "demo"
+        / namespace
+    )
+    with open(os.devnull, "w") as quiet:
+        run = demo.prepare(api, namespace, storage, build_tiny_world().root, quiet)
+    helm(
+        cluster,
+        "install",
+        release,
+        str(REPO_ROOT / "charts" / "reasoning-operator"),
+        "--namespace",
+        namespace,
+        "--values",
+        str(HACK / "demo-values.yaml"),
+        f"--set=watchNamespaces[0]={namespace}",
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    try:
+        demo.apply_run(api, run)
+        yield namespace, storage
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", namespace, "--wait")
+        core.delete_namespace(namespace)
+        core.delete_persistent_volume(demo.storage_volume(namespace, run, storage)["metadata"]["name"])
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def running_pod(core: client.CoreV1Api, namespace: str, stage: str, **labels: str) -> client.V1Pod:
+    selector = ",".join(
+        [f"{LABEL_RUN}={RUN}", f"{LABEL_STAGE}={stage}", *(f"{k}={v}" for k, v in labels.items())]
+    )
+
+    def probe() -> client.V1Pod | None:
+        for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+            statuses = pod.status.container_statuses or []
+            if pod.status.phase == "Running" and statuses and statuses[0].state.running:
+                return pod
+        return None
+
+    found: client.V1Pod = wait_for(
+        probe, timeout=RUN_TIMEOUT, what=f"a running {stage} container", interval=1
+    )
+    return found
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def finished(
+    demo_namespace: tuple[str, Path],
+    cluster: ClusterTarget,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+) -> dict[str, Any]:
+    """The run, with its generate driver killed after 20 traces and its trainer after a checkpoint."""
+    namespace, storage = demo_namespace
+    stage_dir = storage / "runs" / RUN
+    generator = running_pod(core, namespace, "generate", **{"reasoning.dev/role": "driver"})
+    wait_for(
+        lambda: lines(stage_dir / "generate" / "raw.journal.jsonl") >= 20,
+        timeout=RUN_TIMEOUT,
+        what="20 traces",
+        interval=1,
+    )
+    kill_container(generator, cluster.embedded)
+    trainer = running_pod(core, namespace, "train")
+    wait_for(
+        lambda: (stage_dir / "train" / "checkpoints" / "latest").is_file(),
+        timeout=RUN_TIMEOUT,
+        what="a checkpoint",
+        interval=1,
+    )
+    kill_container(trainer, cluster.embedded)
+
+    def terminal() -> dict[str, Any] | None:
+        status = status_of(custom, namespace, RUN)
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(terminal, timeout=RUN_TIMEOUT, what="the run to finish", interval=5)
+
+
+def stage(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in status["stages"] if s["name"] == name)
+
+
+def test_the_tiny_recipe_succeeds_on_real_containers(finished: dict[str, Any]) -> None:
+    assert finished["phase"] == "Succeeded", json.dumps(finished, indent=1)[-3000:]
+    assert all(s["phase"] == "Succeeded" for s in finished["stages"])
+    scores = finished["results"]
+    assert set(scores) == {"base", "student"}
+    assert {"held-out"} == set(scores["student"]) == set(scores["base"])
+
+
+def test_every_output_is_on_the_volume_with_the_count_its_status_reports(
+    finished: dict[str, Any], demo_namespace: tuple[str, Path]
+) -> None:
+    _, storage = demo_namespace
+    checked = 0
+    for entry in finished["stages"]:
+        for output in (entry.get("outputs") or {}).values():
+            path = storage / output["path"]
+            assert path.exists(), f"{entry['name']}: {output['path']} missing"
+            if output.get("records") is not None and path.suffix == ".jsonl":
+                assert lines(path) == output["records"], f"{entry['name']}: {output['path']}"
+                checked += 1
+    assert checked >= 5
+    assert (
+        stage(finished, "filter")["metrics"]["kept"]
+        == stage(finished, "filter")["outputs"]["kept"]["records"]
+    )
+
+
+def test_killed_containers_were_retried_and_resumed_from_their_partial_output(
+    finished: dict[str, Any],
+) -> None:
+    generate, train = stage(finished, "generate"), stage(finished, "train")
+    assert generate["attempts"] == 2
+    assert generate["metrics"]["resumed"] >= 20  # the killed attempt's traces, not generated again
+    assert train["attempts"] == 2
+    assert train["metrics"]["resumedFrom"]  # a checkpoint tag, not a fresh start
+
+
+def test_the_rewrite_stage_got_its_key_only_through_the_secret(
+    finished: dict[str, Any],
+    demo_namespace: tuple[str, Path],
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+) -> None:
+    namespace, _ = demo_namespace
+    jobs = batch.list_namespaced_job(
+        namespace, label_selector=f"{LABEL_RUN}={RUN},{LABEL_STAGE}=rewrite"
+    ).items
+    assert jobs
+    for job in jobs:
+        env = {e.name: e for e in job.spec.template.spec.containers[0].env}
+        key = env["OPENAI_API_KEY"]
+        assert key.value is None
+        assert key.value_from.secret_key_ref.name == demo.SECRET
+    secret = core.read_namespaced_secret(demo.SECRET, namespace)
+    assert secret.data[demo.SECRET_KEY] not in json.dumps(finished)
+    # the stand-in's own count, through the API server's Service proxy
+    response = core.connect_get_namespaced_service_proxy_with_path(
+        f"{demo.STAND_IN}:{demo.STAND_IN_PORT}", namespace, "stats", _preload_content=False
+    )
+    counts = json.loads(response.data)
+    rewritten = stage(finished, "rewrite")["outputs"]
+    assert counts["key_required"] == 1
+    assert counts["refused"] == 0
+    assert counts["authorized"] >= next(iter(rewritten.values()))["records"]
+
+
+def test_deleting_the_run_removes_its_children_and_keeps_its_data(
+    finished: dict[str, Any],
+    demo_namespace: tuple[str, Path],
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+) -> None:
+    namespace, storage = demo_namespace
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, RUN)
+    selector = f"{LABEL_RUN}={RUN}"
+
+    def children_gone() -> bool:
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        config_maps = core.list_namespaced_config_map(namespace, label_selector=selector).items
+        services = core.list_namespaced_service(namespace, label_selector=selector).items
+        return not pods and not config_maps and not services
+
+    wait_for(children_gone, timeout=180, what="the run's children to be deleted", interval=1)
+    claim = core.read_namespaced_persistent_volume_claim(f"{RUN}-storage", namespace)
+    assert claim.status.phase == "Bound"
+    assert stage(finished, "format")["outputs"]
+    for output in stage(finished, "format")["outputs"].values():
+        assert (storage / output["path"]).exists()

@@ -76,6 +76,11 @@ build_coredns() {
   build_tool coredns "$COREDNS_VERSION" -version "" coredns=github.com/coredns/coredns
 }
 
+# the local node's image registry: hack/images.sh pushes what it builds, containerd pulls only new layers
+build_registry() {
+  build_tool registry "$REGISTRY_VERSION" --version "" registry=github.com/distribution/distribution/v3/cmd/registry
+}
+
 build_etcd() {
   build_tool etcd "$ETCD_VERSION" --version "" etcd=go.etcd.io/etcd/server/v3
 }
@@ -96,5 +101,5 @@ build_training_operator() {
 
 mkdir -p "$CACHE_ROOT"
 targets=("$@")
-[[ ${#targets[@]} == 0 ]] && targets=(kubernetes kubernetes_node etcd kwok helm training_operator coredns)
+[[ ${#targets[@]} == 0 ]] && targets=(kubernetes kubernetes_node etcd kwok helm training_operator coredns registry)
 for t in "${targets[@]}"; do "build_${t//-/_}"; done

@@ -26,9 +26,15 @@ else
   "$HACK_DIR/cluster.sh" up >/dev/null
   KUBECONFIG_PATH="$CLUSTER_DIR/kubeconfig"
 fi
+# Helm installs a chart's CRDs once and never upgrades them: apply the current one first
+"$(bin_kubernetes kubectl)" --kubeconfig "$KUBECONFIG_PATH" apply --server-side --force-conflicts \
+  -f "$REPO_ROOT/crds/" >/dev/null
+# the image's ID as a pod annotation: a rebuilt operator (same tag) rolls out on the next `make demo`
+operator_image_id=$(source "$HACK_DIR/engine.sh" && docker_ image inspect -f '{{.Id}}' "ghcr.io/reasoning-operator/operator:$IMAGE_TAG" 2>/dev/null || true)
 "$(bin_helm)" upgrade --install reasoning-operator "$REPO_ROOT/charts/reasoning-operator" \
   --kubeconfig "$KUBECONFIG_PATH" --namespace reasoning-system --create-namespace \
-  --values "$HACK_DIR/demo-values.yaml" --wait --timeout 5m >/dev/null
+  --values "$HACK_DIR/demo-values.yaml" --set-string "podAnnotations.reasoning\.dev/image-id=${operator_image_id#sha256:}" \
+  --wait --timeout 5m >/dev/null
 log "operator running in-cluster: kubectl -n reasoning-system get deploy reasoning-operator"
 
 log "3/3 the run"

@@ -2,6 +2,8 @@
 # The local container engines, from Debian's packages (make setup installs them):
 #   dockerd     builds the images (images/*/Dockerfile); its data root is cached, so layers survive
 #   containerd  the local node's CRI runtime (runc, CNI bridge); its image store is cached likewise
+#   registry    (distribution, built from its Go module) between the two: docker pushes only new layers,
+#               containerd pulls only new layers, so a code change reaches the node in seconds
 # Both run as this machine's root with their sockets under /run/reasoning-operator.
 #   hack/engine.sh up | down [dockerd|containerd] | status | kill CONTAINER-ID
 # shellcheck disable=SC2034 # sourced by images.sh and cluster.sh, which use these names
@@ -20,6 +22,7 @@ POD_CIDR=10.88.0.0/16
 POD_GATEWAY=10.88.0.1
 POD_BRIDGE=reasoning0
 PAUSE_IMAGE=reasoning-operator/pause:3.10
+REGISTRY_ADDRESS=127.0.0.1:${REASONING_REGISTRY_PORT:-16420}
 
 docker_() { docker -H "unix://$DOCKER_SOCK" "$@"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
@@ -123,6 +126,17 @@ engine_up() {
     start_daemon containerd containerd --config "$ENGINE_RUN/containerd.toml"
   fi
   wait_for_socket containerd ctr_ version
+  if ! daemon_alive registry; then
+    [[ -x $(bin_registry) ]] || die "$(bin_registry) is missing: run 'make setup' first."
+    cat >"$ENGINE_RUN/registry.yaml" <<YAML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $CACHE_ROOT/registry}}
+http: {addr: $REGISTRY_ADDRESS}
+YAML
+    start_daemon registry "$(bin_registry)" serve "$ENGINE_RUN/registry.yaml"
+  fi
+  wait_for_socket registry curl -sf "http://$REGISTRY_ADDRESS/v2/"
   pod_bridge_up
   pause_image_present
 }
@@ -143,7 +157,7 @@ pause_image_present() {
 
 engine_down() { # [DAEMON...]: both by default
   local name pid names=("$@")
-  [[ ${#names[@]} == 0 ]] && names=(containerd dockerd)
+  [[ ${#names[@]} == 0 ]] && names=(containerd registry dockerd)
   for name in "${names[@]}"; do
     daemon_alive "$name" || continue
     pid=$(<"$ENGINE_RUN/$name.pid")
@@ -158,7 +172,7 @@ engine_down() { # [DAEMON...]: both by default
 
 engine_status() {
   local name rc=0
-  for name in dockerd containerd; do
+  for name in dockerd registry containerd; do
     if daemon_alive "$name"; then printf '%-24s running (pid %s)\n' "$name" "$(<"$ENGINE_RUN/$name.pid")"
     else printf '%-24s not running\n' "$name"; rc=1; fi
   done

@@ -84,6 +84,11 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         ".evaluation.server.nodePool",
     ),
     (
+        f"!has(self.driverNodePool) || {_pool_has('self.driverNodePool')}",
+        "driverNodePool must name one of spec.nodePools",
+        ".driverNodePool",
+    ),
+    (
         "self.nodePools.all(p, p.name != self.generation.teacher.nodePool || p.gpusPerNode == 0 || "
         "self.generation.teacher.tensorParallelSize <= p.gpusPerNode)",
         "generation.teacher.tensorParallelSize must not exceed the gpusPerNode of its node pool",

@@ -104,6 +104,12 @@ def node_pool(run: RunRef, name: str, field: str) -> NodePool:
         raise InvalidRun(f"{field}: no node pool named {name!r} (have: {pools})") from None
 
 
+def driver_pool(run: RunRef) -> NodePool | None:
+    """Where the CPU programs run (`driverNodePool`); None lets the scheduler choose."""
+    name = run.spec.driver_node_pool
+    return None if name is None else node_pool(run, name, "driverNodePool")
+
+
 # -------------------------------------------------------------------------------- run-wide objects
 def run_manifest(run: RunRef) -> Manifest:
     """The run as the stage programs read it (`--config`): the spec with the API server's defaults."""
@@ -275,9 +281,7 @@ def stage_command(run: RunRef, stage: Stage) -> list[str]:
     return [PIPELINE_PROGRAM, stage.value, "--config", CONFIG_PATH, "--root", run.spec.storage.mount_path]
 
 
-def stage_job(
-    run: RunRef, stage: Stage, attempt: int, *, env: Sequence[EnvVar] = (), pool: NodePool | None = None
-) -> Manifest:
+def stage_job(run: RunRef, stage: Stage, attempt: int, *, env: Sequence[EnvVar] = ()) -> Manifest:
     """One attempt of a stage program. backoffLimit 0: the operator counts attempts itself (a new Job,
     `<run>-<stage>-<attempt>`), so each attempt's pod and termination message stay readable."""
     labels = child_labels(run, stage, role=Role.DRIVER, attempt=attempt)
@@ -290,7 +294,9 @@ def stage_job(
         "metadata": _metadata(run, child_name(run.name, stage, attempt=attempt), labels),
         "spec": {
             "backoffLimit": 0,
-            "template": _pod_template(labels, run, stage, container, pool=pool, restart_policy="Never"),
+            "template": _pod_template(
+                labels, run, stage, container, pool=driver_pool(run), restart_policy="Never"
+            ),
         },
     }
 

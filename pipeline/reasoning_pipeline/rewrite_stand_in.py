@@ -123,6 +123,7 @@ def application(api_key: str | None = None) -> web.Application:
 def serve(host: str, port: int) -> int:
     api_key = os.environ.get(API_KEY_VARIABLE) or None
     checks = "checks the API key from the environment" if api_key else "accepts any key"
-    print(f"rewrite stand-in (rule-based, not a language model) on http://{host}:{port}/v1; {checks}", flush=True)
+    where = f"http://{host}:{port}/v1"
+    print(f"rewrite stand-in (rule-based, not a language model) on {where}; {checks}", flush=True)
     web.run_app(application(api_key), host=host, port=port, print=None)
     return 0

@@ -453,6 +453,11 @@ class ReasoningRunSpec(SpecModel):
     )
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Storage the stages share.")
     node_pools: list[NodePool] = Field(default_factory=default_node_pools, description="Named node pools.")
+    driver_node_pool: KubeName | None = Field(
+        default=None,
+        description="Node pool of the CPU programs: the data, rewrite, filter and format stages, the "
+        "drivers of generate and evaluate, and the rewrite stand-in. Unset: any node the scheduler picks.",
+    )
     images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images.")
     data: DataSpec = Field(default_factory=DataSpec, description="Stage 1: load and mix prompt sets.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Stage 2: teacher traces.")
@@ -486,8 +491,9 @@ class ReasoningRunSpec(SpecModel):
             ("generation.teacher.nodePool", self.generation.teacher.node_pool),
             ("training.nodePool", self.training.node_pool),
             ("evaluation.server.nodePool", self.evaluation.server.node_pool),
+            ("driverNodePool", self.driver_node_pool),
         ):
-            if pool not in pools:
+            if pool is not None and pool not in pools:
                 raise ValueError(f"{field}: no node pool named {pool!r} (have: {', '.join(sorted(pools))})")
         # a stage reads the previous stage's output unless it is given an input path
         needs = {

@@ -29,10 +29,10 @@ from tests.support.runs import (
     finish,
     running_pod,
     stage_summary,
-    wait_for_events,
     status_of,
     storage_for,
     tiny_run,
+    wait_for_events,
     wait_for_phase,
 )
 from tests.support.waiting import wait_for

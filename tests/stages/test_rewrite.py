@@ -6,9 +6,9 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
-import sys
 from pathlib import Path
 from typing import Any
 

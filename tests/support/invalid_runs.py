@@ -55,6 +55,7 @@ INVALID = [
     ),
     ("batch-wrong-nodes", with_change("training.nodes", 2), "globalBatchSize must equal"),
     ("unknown-training-pool", with_change("training.nodePool", "a100"), "training.nodePool must name one of"),
+    ("unknown-driver-pool", with_change("driverNodePool", "spot"), "driverNodePool must name one of"),
     (
         "unknown-evaluation-pool",
         with_change("evaluation.server.nodePool", "a100"),

@@ -715,3 +715,13 @@ def test_the_filter_pods_where_untrusted_code_runs_get_no_network() -> None:
     )
     for stage in (Stage.DATA, Stage.GENERATE, Stage.FORMAT):
         assert "NetworkPolicy" not in {c["kind"] for c in stages.children(run, stage, 1)}
+
+
+def test_the_cpu_programs_run_on_the_driver_pool_when_one_is_named() -> None:
+    tiny = make_run(TINY)  # driverNodePool: cpu, the local node's pool
+    for stage in (Stage.DATA, Stage.REWRITE, Stage.FILTER, Stage.FORMAT):
+        pod = only(stages.driver_children(tiny, stage, 1), "Job")["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"reasoning.dev/pool": "local"}, stage
+    sky = make_run(SKY_T1)  # none named: the scheduler picks any node that takes the pod
+    data = only(stages.driver_children(sky, Stage.DATA, 1), "Job")["spec"]["template"]["spec"]
+    assert "nodeSelector" not in data

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from reasoning_operator.naming import Role
 from reasoning_operator.run import RunRef
-from reasoning_operator.workloads import PIPELINE_PROGRAM, SERVER_PORT, EnvVar, Server, http_container
+from reasoning_operator.workloads import (
+    PIPELINE_PROGRAM,
+    SERVER_PORT,
+    EnvVar,
+    Server,
+    driver_pool,
+    http_container,
+)
 
 # reasoning_pipeline.rewrite's API_KEY_VARIABLE and BASE_URL_VARIABLE, restated so the operator does not
 # import the stage program (and the openai client); a unit test keeps them equal.
@@ -24,7 +31,7 @@ def servers(run: RunRef) -> list[Server]:
         Server(
             role=Role.REWRITE_STAND_IN,
             container=stand_in,
-            pool=None,
+            pool=driver_pool(run),
             replicas=1,
             endpoint_variable=BASE_URL_VARIABLE,
         )

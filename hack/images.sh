@@ -73,6 +73,10 @@ load_image() { # NAME: onto the node, unless that exact image (by Docker image I
   log "$name: $ref on the node in $((SECONDS - started)) s"
 }
 
+prune() { # the previous builds of a tag (dangling now): gigabytes each, and nothing refers to them
+  docker_ image prune --force >/dev/null
+}
+
 main() {
   local command=${1:-all}
   shift || true
@@ -81,9 +85,9 @@ main() {
   engine_up
   case $command in
     base) build_base ;;
-    build) for n in "${names[@]}"; do build_image "$n"; done ;;
+    build) for n in "${names[@]}"; do build_image "$n"; done; prune ;;
     load) for n in "${names[@]}"; do load_image "$n"; done ;;
-    all) for n in "${names[@]}"; do build_image "$n"; done; for n in "${names[@]}"; do load_image "$n"; done ;;
+    all) for n in "${names[@]}"; do build_image "$n"; done; prune; for n in "${names[@]}"; do load_image "$n"; done ;;
     *) die "usage: hack/images.sh base | build [IMAGE...] | load [IMAGE...] | all" ;;
   esac
 }

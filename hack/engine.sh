@@ -109,6 +109,12 @@ pod_bridge_up() { # made here, not by the first pod: the API server and DNS list
   sysctl -qw net.ipv4.ip_forward=1
   # Service traffic between pods on one bridge must pass iptables for kube-proxy's NAT
   if [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then sysctl -qw net.bridge.bridge-nf-call-iptables=1; fi
+  # dockerd sets the FORWARD policy to DROP; pod traffic (bridged through iptables, above) must pass
+  local direction
+  for direction in -i -o; do
+    iptables -C FORWARD "$direction" "$POD_BRIDGE" -j ACCEPT 2>/dev/null ||
+      iptables -I FORWARD 1 "$direction" "$POD_BRIDGE" -j ACCEPT
+  done
 }
 
 engine_up() {

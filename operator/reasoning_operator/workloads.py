@@ -343,9 +343,11 @@ def model_server_container(
     model path resolves there as it does for the stage programs, and a hub id is downloaded."""
     mount = run.spec.storage.mount_path
     if served.engine == "transformers":
-        # `transformers serve` loads whatever model a request names; the one given here is preloaded
+        # No model argument: given one, `transformers serve` refuses requests naming it any other way,
+        # and the drivers name a folder on the storage by its absolute path (the operator cannot tell a
+        # relative folder from a hub id). Unpinned, it loads whatever model a request names, once.
         arguments = ["--device", "cpu", "--host", "0.0.0.0", "--port", str(SERVER_PORT)]
-        arguments += ["--dtype", served.dtype, model]
+        arguments += ["--dtype", served.dtype]
         return http_container(
             run.spec.images.pipeline,
             ["transformers", "serve"],

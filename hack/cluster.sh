@@ -247,7 +247,7 @@ start_apiserver() {
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction,PodSecurity \
     --allow-privileged=true \
-    --service-cluster-ip-range 10.96.0.0/16 \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
     --profiling=false --v 1
   wait_until kube-apiserver 60 healthy kube-apiserver
 }

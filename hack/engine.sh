@@ -21,6 +21,7 @@ CNI_CONF_DIR=$ENGINE_RUN/cni/net.d
 POD_CIDR=10.88.0.0/16
 POD_GATEWAY=10.88.0.1
 POD_BRIDGE=reasoning0
+SERVICE_CIDR=10.96.0.0/16
 PAUSE_IMAGE=reasoning-operator/pause:3.10
 REGISTRY_ADDRESS=127.0.0.1:${REASONING_REGISTRY_PORT:-16420}
 
@@ -115,6 +116,10 @@ pod_bridge_up() { # made here, not by the first pod: the API server and DNS list
     iptables -C FORWARD "$direction" "$POD_BRIDGE" -j ACCEPT 2>/dev/null ||
       iptables -I FORWARD 1 "$direction" "$POD_BRIDGE" -j ACCEPT
   done
+  # Inserted last, so it comes first: a packet for a Service that kube-proxy has not rewritten yet (the
+  # Service is seconds old) would be routed out of the machine, where this network's egress answers any
+  # address and the connection hangs; refused here, the client sees "connection refused" and retries.
+  iptables -C FORWARD -d "$SERVICE_CIDR" -j REJECT 2>/dev/null || iptables -I FORWARD 1 -d "$SERVICE_CIDR" -j REJECT
 }
 
 engine_up() {

@@ -206,10 +206,10 @@ def apply_run(api: client.ApiClient, run: dict[str, Any]) -> None:
 
 # -------------------------------------------------------------------------------------------- follow
 def stage_line(stage: Mapping[str, Any]) -> str:
-    attempts = stage.get("attempts")
-    attempt = f" attempt {attempts}" if attempts and int(attempts) > 1 else ""
     name, phase = stage.get("name", "?"), stage.get("phase", "Pending")
-    return f"{name:<9} {phase:<10}{attempt} {stage.get('message', '')}".rstrip()
+    attempts = int(stage.get("attempts") or 0)
+    retried = f" (attempt {attempts})" if attempts > 1 and phase != "Running" else ""
+    return f"{name:<9} {phase:<10} {stage.get('message', '')}{retried}".rstrip()
 
 
 def follow(

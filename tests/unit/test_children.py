@@ -652,7 +652,16 @@ def test_tiny_compares_with_the_base_model_on_one_transformers_server() -> None:
     (container,) = containers(only(children, "Deployment"))
     assert container["command"] == ["transformers", "serve"]
     # unpinned: the one server answers for the trained model and its base, each named by its folder
-    assert container["args"] == ["--device", "cpu", "--host", "0.0.0.0", "--port", "8000", "--dtype", "float32"]
+    assert container["args"] == [
+        "--device",
+        "cpu",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--dtype",
+        "float32",
+    ]
 
 
 def test_a_given_evaluation_endpoint_means_no_server() -> None:

@@ -76,8 +76,11 @@ pid_alive() { # NAME -> 0 when the recorded PID is alive and still runs our bina
   [[ -f $file ]] || return 1
   pid=$(<"$file")
   [[ -n $pid && -d /proc/$pid ]] || return 1
-  # a recycled PID belongs to some other program: never signal it
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$CLUSTER_DIR" || return 1
+  # a recycled PID belongs to some other program: never signal it. (No `tr | grep -q` pipeline: under
+  # pipefail, grep quitting early can fail the pipe with SIGPIPE and call a live process dead.)
+  local cmdline
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$CLUSTER_DIR"* ]] || return 1
 }
 
 start_process() { # NAME COMMAND... (every command names a file under $CLUSTER_DIR, which pid_alive checks)
@@ -88,8 +91,9 @@ start_process() { # NAME COMMAND... (every command names a file under $CLUSTER_D
   local pid=$! i
   disown "$pid"
   echo "$pid" >"$PIDS/$name.pid"
-  # until the forked shell has exec'd, its command line is this script's, which pid_alive would disown
-  for i in $(seq 1 50); do
+  # until the forked shell has exec'd, its command line is this script's, which pid_alive would disown.
+  # Under heavy I/O (images being built or moved) the fork and two execs have taken over a second.
+  for i in $(seq 1 1500); do
     [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$1" ]] && break
     [[ -d /proc/$pid ]] || break
     sleep 0.02
@@ -126,7 +130,9 @@ wait_until() { # NAME TIMEOUT-SECONDS COMMAND...: poll COMMAND; on timeout show 
   shift 2
   deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    if ! pid_alive "$name"; then
+    # only a gone process has exited: pid_alive's command-line check (for signalling) can lag behind a
+    # slow fork and exec, and calling a starting process dead here stops the whole cluster
+    if [[ ! -d /proc/$(cat "$PIDS/$name.pid" 2>/dev/null || echo 0) ]]; then
       tail -n 30 "$LOGS/$name.log" >&2 || true
       die "$name exited during start-up (log above, all of it in $LOGS/$name.log)"
     fi

@@ -26,6 +26,14 @@ else
   "$HACK_DIR/cluster.sh" up >/dev/null
   KUBECONFIG_PATH="$CLUSTER_DIR/kubeconfig"
 fi
+# the namespace first: the chart's Role for the watched namespace goes there
+"$(bin_kubernetes kubectl)" --kubeconfig "$KUBECONFIG_PATH" apply --server-side -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: reasoning-demo
+  labels: {pod-security.kubernetes.io/enforce: restricted}
+YAML
 # Helm installs a chart's CRDs once and never upgrades them: apply the current one first
 "$(bin_kubernetes kubectl)" --kubeconfig "$KUBECONFIG_PATH" apply --server-side --force-conflicts \
   -f "$REPO_ROOT/crds/" >/dev/null

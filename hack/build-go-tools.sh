@@ -50,25 +50,24 @@ kubernetes_replaces() { # the staging modules k8s.io/kubernetes replaces with ./
   printf ')\n'
 }
 
-build_kubernetes() {
-  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
-  local x="" var
+kubernetes_version_ldflags() { # what `--version` prints: a module build has no git state of its own
+  local minor=${KUBERNETES_VERSION#v1.} var
+  minor=${minor%%.*}
   for var in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x+=" -X $var.gitVersion=$KUBERNETES_VERSION -X $var.gitMajor=1 -X $var.gitMinor=$minor -X $var.gitTreeState=clean"
+    printf ' -X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean' \
+      "$var" "$KUBERNETES_VERSION" "$var" "$var" "$minor" "$var"
   done
-  REPLACES="$(kubernetes_replaces)" build_tool kubernetes "$KUBERNETES_VERSION" --version "$x" \
+}
+
+build_kubernetes() {
+  REPLACES="$(kubernetes_replaces)" build_tool kubernetes "$KUBERNETES_VERSION" --version "$(kubernetes_version_ldflags)" \
     kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
     kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl
 }
 
 # The real node's programs: a separate tool folder so adding them does not rebuild the control plane.
 build_kubernetes_node() {
-  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
-  local x="" var
-  for var in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x+=" -X $var.gitVersion=$KUBERNETES_VERSION -X $var.gitMajor=1 -X $var.gitMinor=$minor -X $var.gitTreeState=clean"
-  done
-  REPLACES="$(kubernetes_replaces)" build_tool kubernetes-node "$KUBERNETES_VERSION" --version "$x" \
+  REPLACES="$(kubernetes_replaces)" build_tool kubernetes-node "$KUBERNETES_VERSION" --version "$(kubernetes_version_ldflags)" \
     kubelet=k8s.io/kubernetes/cmd/kubelet kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
 }
 

@@ -399,7 +399,9 @@ cmd_status() {
 cmd_down() {
   [[ -d $PIDS ]] && stop_processes "${COMPONENTS[@]}"
   # the node's runtime goes with the cluster; dockerd, the image builder, stays (hack/engine.sh down)
-  if local_node_enabled; then stop_node_leftovers; engine_down containerd; fi
+  if local_node_enabled; then stop_node_leftovers; engine_down containerd; clear_node_state; fi
+  # the kubelet's mounts (service-account tokens, emptyDirs, its own root) stay when it was killed
+  unmount_under "$CLUSTER_DIR"
   rm -rf "$CLUSTER_DIR"
   log "stopped; removed $CLUSTER_DIR"
 }

@@ -17,6 +17,10 @@ CONTAINERD_ROOT=$CACHE_ROOT/containerd
 ENGINE_LOGS=$CACHE_ROOT/engine-logs
 CNI_BIN_DIR=/usr/lib/cni
 CNI_CONF_DIR=$ENGINE_RUN/cni/net.d
+CNI_IPAM_DIR=$ENGINE_RUN/cni/networks
+CONTAINERD_STATE=$ENGINE_RUN/containerd/state
+# the kubelet's cgroup root: every pod process of the node is below it, and nothing else is
+NODE_CGROUP_ROOT=/reasoning-operator
 # the node's pod network; its gateway is how pods reach this machine (API server, DNS)
 POD_CIDR=10.88.0.0/16
 POD_GATEWAY=10.88.0.1
@@ -68,7 +72,7 @@ write_containerd_config() {
   cat >"$ENGINE_RUN/containerd.toml" <<TOML
 version = 2
 root = "$CONTAINERD_ROOT/root"
-state = "$ENGINE_RUN/containerd/state"
+state = "$CONTAINERD_STATE"
 [grpc]
   address = "$CONTAINERD_SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -76,6 +80,8 @@ state = "$ENGINE_RUN/containerd/state"
   # the kubelet asks for -998 for sandboxes; this machine's root may not lower its own score (no
   # CAP_SYS_RESOURCE), so keep every container's at or above containerd's
   restrict_oom_score_adj = true
+  # pod network namespaces under our own state folder, not /run/netns, so clear_node_state finds them all
+  netns_mounts_under_state_dir = true
   # images come from hack/images.sh load; the kubelet never needs to pull one
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CNI_BIN_DIR"
@@ -92,7 +98,7 @@ TOML
   "name": "reasoning",
   "plugins": [
     {"type": "bridge", "bridge": "$POD_BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY"}]],
+     "ipam": {"type": "host-local", "dataDir": "$CNI_IPAM_DIR", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY"}]],
               "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "loopback"}
@@ -179,6 +185,23 @@ engine_down() { # [DAEMON...]: both by default
   done
   # containers the node ran outlive containerd in their shims: stop them too
   pkill -TERM -f "containerd-shim-runc-v2 -namespace k8s.io -address $CONTAINERD_SOCK" 2>/dev/null || true
+}
+
+unmount_under() { # DIR: every mount below it, deepest first; lazily, so a busy one goes once released
+  findmnt -rn -o TARGET | { grep "^$1/" || true; } | sort -r | while read -r target; do umount -l "$target" || true; done
+}
+
+# What the node leaves behind when its processes die without cleaning up (a killed session): on this
+# machine /run is on disk, so containers, their mounts and network namespaces outlive the daemons.
+# Called with containerd stopped.
+clear_node_state() {
+  local procs
+  # a container outlives its shim; the kubelet's cgroup root holds every container process
+  for procs in $(find /sys/fs/cgroup -path "*$NODE_CGROUP_ROOT/*" -name cgroup.procs 2>/dev/null); do
+    xargs -r kill -KILL <"$procs" 2>/dev/null || true
+  done
+  unmount_under "$CONTAINERD_STATE"
+  rm -rf "$CONTAINERD_STATE" "$CNI_IPAM_DIR"
 }
 
 engine_status() {

@@ -33,15 +33,31 @@ keyUsage=critical,digitalSignature,keyEncipherment"
   write_kubeconfig "$PKI/coredns.kubeconfig" coredns
 }
 
+# The kubelet refuses a cgroup root that does not exist; a new cpuset starts with no CPUs or memory nodes.
+make_node_cgroup_root() {
+  local hierarchy name
+  if [[ -e /sys/fs/cgroup/cgroup.controllers ]]; then mkdir -p "/sys/fs/cgroup$NODE_CGROUP_ROOT"; return 0; fi
+  for hierarchy in /sys/fs/cgroup/*/; do
+    [[ -e ${hierarchy}cgroup.procs ]] && mkdir -p "${hierarchy%/}$NODE_CGROUP_ROOT"
+  done
+  for name in cpus mems; do
+    local own="/sys/fs/cgroup/cpuset$NODE_CGROUP_ROOT/cpuset.$name"
+    [[ -e $own && -z $(<"$own") ]] && cat "/sys/fs/cgroup/cpuset/cpuset.$name" >"$own"
+  done
+  return 0
+}
+
 start_kubelet() {
   local dir="$CLUSTER_DIR/kubelet"
   mkdir -p "$dir"
+  make_node_cgroup_root
   cat >"$CLUSTER_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # these machines boot cgroup v1, which kubelets from 1.35 refuse unless told otherwise
 failCgroupV1: false
 cgroupDriver: cgroupfs
+cgroupRoot: $NODE_CGROUP_ROOT
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 address: 0.0.0.0
 port: $(port_of kubelet)
@@ -119,12 +135,10 @@ start_node() {
   wait_until kubelet 120 node_ready
 }
 
-# After the kubelet is gone its containers still run in containerd: kill them, undo the kubelet's mounts
-# (service-account tokens, emptyDirs) and the pods' network namespaces, so the state folder can go.
+# After the kubelet is gone its containers still run in containerd: kill them while containerd can.
 stop_node_leftovers() {
   daemon_alive containerd || return 0
   local task
   for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$task" >/dev/null 2>&1 || true; done
   for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$task" >/dev/null 2>&1 || true; done
-  findmnt -rn -o TARGET | { grep "^$CLUSTER_DIR/" || true; } | sort -r | while read -r target; do umount -l "$target" || true; done
 }

@@ -71,6 +71,26 @@ def test_stale_state_is_cleaned_without_touching_a_recycled_pid(spare_cluster_en
     assert not state.exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a mount needs root")
+def test_mounts_left_by_a_killed_node_are_undone_before_the_state_goes(
+    spare_cluster_env: dict[str, str],
+) -> None:
+    """A kubelet killed with its pods (a killed session) leaves their token mounts in the state folder."""
+    state = Path(spare_cluster_env["REASONING_CLUSTER_DIR"])
+    token = state / "kubelet" / "pods" / "a-pod" / "volumes" / "kubernetes.io~projected" / "token"
+    token.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(token)], check=True)
+    (token / "token").write_text("left behind")
+    try:
+        result = cluster_script("down", spare_cluster_env)
+    finally:
+        subprocess.run(["umount", "-l", str(token)], capture_output=True, check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert not state.exists()
+    assert str(state) not in Path("/proc/mounts").read_text()
+
+
 def test_a_failing_test_session_leaves_no_cluster_running(
     spare_cluster_env: dict[str, str], tmp_path: Path
 ) -> None:

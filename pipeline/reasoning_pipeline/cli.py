@@ -19,10 +19,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.spec import ReasoningRun, SpecError, Stage, load_run
 from reasoning_pipeline.storage import RunPaths
-from reasoning_pipeline.summary import StageSummary, now, write_summary
+from reasoning_pipeline.summary import Failure, StageSummary, now, write_summary
 
 StageRunner = Callable[[ReasoningRun, RunPaths], StageSummary]
 
@@ -48,6 +48,25 @@ def storage_root(run: ReasoningRun, override: str | None) -> Path:
     return Path(override or os.environ.get("REASONING_STORAGE_ROOT") or run.spec.storage.mount_path)
 
 
+def failure_of(error: Exception) -> Failure:
+    """Permanent only for a StageError that says so: an unexpected exception (a lost connection, memory,
+    a bug that depends on timing) may pass on another attempt."""
+    if isinstance(error, StageError) and not isinstance(error, TransientStageError):
+        return "Permanent"
+    return "Transient"
+
+
+def failed_summary(stage: Stage, message: str, failure: Failure, started_at: str) -> StageSummary:
+    return StageSummary(
+        stage=stage,
+        phase="Failed",
+        message=message,
+        failure=failure,
+        started_at=started_at,
+        finished_at=now(),
+    )
+
+
 def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
     try:
         run = load_run(config)
@@ -63,15 +82,11 @@ def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
     try:
         summary = runner(run, paths)
     except StageError as error:
-        summary = StageSummary(
-            stage=stage, phase="Failed", message=str(error), started_at=started_at, finished_at=now()
-        )
+        summary = failed_summary(stage, str(error), failure_of(error), started_at)
     except Exception as error:  # a bug must still leave a summary saying what happened
         traceback.print_exc()
         message = f"internal error: {type(error).__name__}: {error}"
-        summary = StageSummary(
-            stage=stage, phase="Failed", message=message, started_at=started_at, finished_at=now()
-        )
+        summary = failed_summary(stage, message, "Transient", started_at)
     # every process of a distributed stage reports through its own pod; only rank 0 writes on storage
     write_summary(summary, paths.stage_dir(stage), on_storage=os.environ.get("RANK", "0") == "0")
     if summary.phase == "Failed":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.storage import Journal
 
 # A journal fsync per record would cap throughput at the disk's sync rate; every record is still
@@ -207,7 +207,7 @@ def run_journaled(
         done = journal.records()
     if report.transient_failures:
         key, reason = next(iter(report.transient_failures.items()))
-        raise StageError(
+        raise TransientStageError(
             f"{where}: {len(report.transient_failures)} of {total} requests still failing after "
             f"{max_retries} retries (e.g. {key}: {reason}); {len(done)} are saved, a rerun resumes"
         )

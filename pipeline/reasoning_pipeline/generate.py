@@ -26,7 +26,7 @@ from reasoning_pipeline.completions import (
     parse_retry_after,
     run_journaled,
 )
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.progress import bar
 from reasoning_pipeline.spec import GenerationSpec, ReasoningRun, Stage
 from reasoning_pipeline.stage_input import read_stage_input, require_text_fields
@@ -118,7 +118,10 @@ async def wait_for_server(session: aiohttp.ClientSession, endpoint: str, timeout
         except (TimeoutError, aiohttp.ClientError) as error:
             last_error = f"{type(error).__name__}: {error}"
         if time.monotonic() >= deadline:
-            raise StageError(f"teacher endpoint {endpoint} unreachable after {timeout:.0f} s ({last_error})")
+            # the server may still be loading, or restarting on another node: the next attempt waits again
+            raise TransientStageError(
+                f"teacher endpoint {endpoint} unreachable after {timeout:.0f} s ({last_error})"
+            )
         await asyncio.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
 

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import TransientStageError
 
 READY_TIMEOUT_SECONDS = 180.0
 
@@ -69,7 +69,9 @@ def transformers_server(
                     state = (
                         f"exited with {server.returncode}" if server.poll() is not None else "did not answer"
                     )
-                    raise StageError(f"`{' '.join(command)}` {state} within {ready_timeout:.0f} s:\n{tail}")
+                    raise TransientStageError(
+                        f"`{' '.join(command)}` {state} within {ready_timeout:.0f} s:\n{tail}"
+                    )
                 time.sleep(0.5)
             yield base_url
         finally:

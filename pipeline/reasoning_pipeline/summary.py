@@ -31,10 +31,18 @@ class Progress(BaseModel):
     total: int | None = None
 
 
+Failure = Literal["Permanent", "Transient"]
+
+
 class StageSummary(BaseModel):
     stage: Stage
     phase: Literal["Succeeded", "Failed"]
     message: str = ""
+    failure: Failure | None = Field(
+        default=None,
+        description="Of a failed stage: Permanent (bad input or spec: the operator does not try again) or "
+        "Transient (another attempt may pass).",
+    )
     started_at: str
     finished_at: str
     progress: Progress = Field(default_factory=Progress)

@@ -195,6 +195,7 @@ def test_cli_failure_keeps_the_previous_output_and_reports_in_the_summary(tmp_pa
     summary = json.loads((stage_dir / "summary.json").read_text())
     assert summary["phase"] == "Failed"
     assert "nowhere.jsonl: no such file or folder" in summary["message"]
+    assert summary["failure"] == "Permanent"
     assert (stage_dir / "prompts.jsonl").read_bytes() == before
     assert not list(stage_dir.glob(".*partial"))
 

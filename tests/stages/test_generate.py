@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from reasoning_pipeline import generate
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.spec import ReasoningRun
 from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, read_jsonl
 
@@ -123,7 +123,7 @@ def test_an_unreachable_endpoint_fails_with_its_address(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}/v1"
-    with pytest.raises(StageError, match=f"teacher endpoint {endpoint} unreachable after 1 s"):
+    with pytest.raises(TransientStageError, match=f"teacher endpoint {endpoint} unreachable after 1 s"):
         run_generate(tmp_path, endpoint, serverReadyTimeoutSeconds=1)
 
 
@@ -177,6 +177,7 @@ def test_generate_cli_exits_non_zero_with_the_reason_in_its_summary(tmp_path: Pa
     summary = json.loads((tmp_path / "runs" / "gen" / "generate" / "summary.json").read_text())
     assert summary["phase"] == "Failed"
     assert "refused the credentials (HTTP 401" in summary["message"]
+    assert summary["failure"] == "Permanent", "the same key is refused again on the next attempt"
 
 
 def test_a_server_that_refuses_every_request_fails_the_stage(tmp_path: Path) -> None:

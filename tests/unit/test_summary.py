@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reasoning_pipeline.spec import Stage
+import pytest
+from reasoning_pipeline import cli
+from reasoning_pipeline.errors import StageError, TransientStageError
+from reasoning_pipeline.spec import ReasoningRun, Stage
+from reasoning_pipeline.storage import RunPaths
 from reasoning_pipeline.summary import (
     TERMINATION_MESSAGE_LIMIT,
     StageSummary,
@@ -50,3 +54,28 @@ def test_write_summary_writes_storage_and_the_termination_log(tmp_path: Path) ->
     write_summary(written, tmp_path / "worker", on_storage=False, termination_log=tmp_path / "absent")
     assert not (tmp_path / "worker").exists()
     assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "failure"),
+    [
+        (StageError("prompts.jsonl: no such file"), "Permanent"),
+        (TransientStageError("teacher endpoint unreachable after 600 s"), "Transient"),
+        (ConnectionResetError("connection reset by peer"), "Transient"),
+        (MemoryError(), "Transient"),
+        (KeyError("a bug"), "Transient"),
+    ],
+)
+def test_a_failed_stage_says_whether_another_attempt_may_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, failure: str
+) -> None:
+    def failing(run: ReasoningRun, paths: RunPaths) -> StageSummary:
+        raise error
+
+    monkeypatch.setattr(cli, "stage_runners", lambda: {Stage.DATA: failing})
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"metadata": {"name": "r"}, "spec": {}}))
+    assert cli.run_stage(Stage.DATA, str(config), str(tmp_path)) == 1
+    written = json.loads((tmp_path / "runs" / "r" / "data" / "summary.json").read_text())
+    assert (written["phase"], written["failure"]) == ("Failed", failure)
+    assert json.loads(termination_message(StageSummary.model_validate(written)))["failure"] == failure

@@ -453,14 +453,13 @@ def torchrun_command(run: RunRef) -> list[str]:
     the node count comes straight from the spec instead.
     """
     training = run.spec.training
-    processes = training.processes_per_node or training.gpus_per_node or 1
     return [
         "torchrun",
         f"--nnodes={training.nodes}",
         "--node_rank=$(RANK)",
         "--master_addr=$(MASTER_ADDR)",
         "--master_port=$(MASTER_PORT)",
-        f"--nproc_per_node={processes}",
+        f"--nproc_per_node={training.processes_on_each_node}",
         "-m",
         "reasoning_pipeline",
         *stage_command(run, Stage.TRAIN)[1:],

@@ -1,7 +1,8 @@
 """Stage `format`: the SFT dataset. Kept traces become ShareGPT rows with the STILL-2 system prompt (the
 same prompt is needed at inference for the thought section to appear); tokens are counted with the
 student's tokenizer and chat template, samples over the cutoff are dropped, and a dataset card records
-sizes, hashes and sources.
+sizes, hashes and sources. A dataset too small for one optimizer step of the run's training fails here,
+before the trainer is scheduled.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from reasoning_pipeline.batches import require_one_optimizer_step
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.progress import track
 from reasoning_pipeline.spec import ReasoningRun, Stage
@@ -106,6 +108,9 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         sources[str(record.get("source"))] += 1
     if not rows:
         raise StageError(f"every sample is longer than format.maxTokens ({spec.max_tokens} tokens)")
+    training = run.spec.training
+    if training.enabled and training.input_path is None:  # the trainer reads this dataset
+        require_one_optimizer_step(len(rows), training, training.world_size)
     stage_dir = paths.stage_dir(Stage.FORMAT)
     out = stage_dir / SFT_FILE
     atomic_write_jsonl(out, rows)

@@ -374,9 +374,13 @@ class TrainingSpec(StageCommon):
     )
 
     @property
+    def processes_on_each_node(self) -> int:
+        """What torchrun starts on each node: one process per GPU unless set, one on a CPU node."""
+        return self.processes_per_node or max(self.gpus_per_node, 1)
+
+    @property
     def world_size(self) -> int:
-        per_node = self.processes_per_node or max(self.gpus_per_node, 1)
-        return self.nodes * per_node
+        return self.nodes * self.processes_on_each_node
 
     @model_validator(mode="after")
     def _batch_divides(self) -> Self:

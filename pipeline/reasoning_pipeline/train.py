@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasoning_pipeline.batches import micro_batches, require_one_optimizer_step
 from reasoning_pipeline.deepspeed_config import deepspeed_config
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.format import chat_messages, chat_token_ids
@@ -56,27 +55,6 @@ def encode(tokenizer: Any, row: dict[str, Any], cutoff: int, where: str) -> Exam
         )
     labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids) :]
     return Example(full_ids, labels)
-
-
-def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
-    order = list(range(count))
-    random.Random(f"{seed}:{epoch}").shuffle(order)
-    return order
-
-
-def micro_batches(
-    examples: Sequence[Example], spec: TrainingSpec, rank: int, world_size: int, epoch: int
-) -> list[list[Example]]:
-    """This rank's micro-batches of one epoch: every rank walks the same shuffled order, takes its stride,
-    and drops the ragged tail so every rank runs the same number of steps."""
-    order = epoch_order(len(examples), spec.seed, epoch)
-    per_step = spec.micro_batch_size * world_size
-    usable = len(order) // per_step * per_step
-    mine = order[rank:usable:world_size]
-    return [
-        [examples[i] for i in mine[start : start + spec.micro_batch_size]]
-        for start in range(0, len(mine), spec.micro_batch_size)
-    ]
 
 
 def collate(batch: list[Example], pad_id: int) -> dict[str, Any]:
@@ -198,12 +176,7 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     examples = [
         encode(tokenizer, row, spec.cutoff_len, f"SFT record {n}") for n, row in enumerate(rows, start=1)
     ]
-    per_epoch = len(micro_batches(examples, spec, where.rank, where.world_size, 0))
-    if per_epoch < spec.gradient_accumulation_steps:
-        raise StageError(
-            f"{len(examples)} SFT samples make {per_epoch} micro-batches per process, fewer than "
-            f"gradientAccumulationSteps ({spec.gradient_accumulation_steps}): not one optimizer step"
-        )
+    per_epoch = require_one_optimizer_step(len(examples), spec, where.world_size)
     stage_dir = paths.stage_dir(Stage.TRAIN)
     checkpoints = stage_dir / CHECKPOINTS_DIR
     tag = _latest_checkpoint(checkpoints)

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from reasoning_pipeline import format as format_stage
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.spec import STILL2_SYSTEM_PROMPT, ReasoningRun
 from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, read_jsonl, sha256_file
 
-from tests.support.sft_fixture import addition_rows, build_student
+from tests.support.sft_fixture import TWO_CPU_PROCESSES, addition_rows, build_student
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +33,16 @@ def kept_traces(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def format_run(tmp_path: Path, student: Path, max_tokens: int) -> ReasoningRun:
+def format_run(
+    tmp_path: Path, student: Path, max_tokens: int, training: dict[str, Any] | None = None
+) -> ReasoningRun:
     disabled = {"enabled": False}
     return ReasoningRun.model_validate(
         {
             "metadata": {"name": "fmt"},
             "spec": {
-                **{
-                    s: disabled for s in ("data", "generation", "rewrite", "filter", "training", "evaluation")
-                },
+                **{s: disabled for s in ("data", "generation", "rewrite", "filter", "evaluation")},
+                "training": training or disabled,
                 "format": {
                     "inputPath": str(tmp_path / "kept.jsonl"),
                     "tokenizer": str(student),
@@ -88,3 +89,27 @@ def test_an_empty_input_is_an_error(tmp_path: Path, student: Path) -> None:
     atomic_write_jsonl(tmp_path / "kept.jsonl", [])
     with pytest.raises(StageError, match="no kept traces"):
         format_stage.run(format_run(tmp_path, student, 400), RunPaths(tmp_path, "fmt"))
+
+
+def test_a_dataset_too_small_for_one_optimizer_step_fails_before_training(
+    tmp_path: Path, student: Path
+) -> None:
+    atomic_write_jsonl(tmp_path / "kept.jsonl", kept_traces(10))
+    run = format_run(tmp_path, student, max_tokens=1200, training=TWO_CPU_PROCESSES)
+    expected = (
+        "9 SFT samples make 1 micro-batches per process (2 processes × microBatchSize 4), fewer than "
+        "gradientAccumulationSteps (2): not one optimizer step; it takes at least 16 samples"
+    )
+    with pytest.raises(StageError, match=re.escape(expected)) as failed:
+        format_stage.run(run, RunPaths(tmp_path, "fmt"))
+    assert not isinstance(failed.value, TransientStageError), "more attempts make no more samples"
+    assert not (tmp_path / "runs" / "fmt" / "format" / "sft.jsonl").exists()
+
+
+def test_a_dataset_the_trainer_does_not_read_is_not_held_to_its_batch(tmp_path: Path, student: Path) -> None:
+    atomic_write_jsonl(tmp_path / "kept.jsonl", kept_traces(10))
+    training = {**TWO_CPU_PROCESSES, "inputPath": "elsewhere/sft.jsonl"}
+    summary = format_stage.run(
+        format_run(tmp_path, student, max_tokens=1200, training=training), RunPaths(tmp_path, "fmt")
+    )
+    assert summary.outputs["sft"].records == 9

@@ -17,7 +17,7 @@ from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.spec import ReasoningRun
 from reasoning_pipeline.storage import RunPaths
 
-from tests.support.sft_fixture import addition_rows, build_student, write_jsonl
+from tests.support.sft_fixture import TWO_CPU_PROCESSES, addition_rows, build_student, write_jsonl
 from tests.support.stage_process import kill_processes_mentioning
 from tests.support.waiting import wait_for
 
@@ -38,12 +38,7 @@ def train_manifest(**training: Any) -> dict[str, Any]:
             "training": {
                 "baseModel": "student",
                 "inputPath": "sft.jsonl",
-                "nodePool": "cpu",
-                "gpusPerNode": 0,
-                "processesPerNode": 2,
-                "microBatchSize": 4,
-                "gradientAccumulationSteps": 2,
-                "globalBatchSize": 16,
+                **TWO_CPU_PROCESSES,
                 "learningRate": 3e-3,
                 "epochs": 4,
                 "cutoffLen": 256,

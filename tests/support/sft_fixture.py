@@ -12,6 +12,16 @@ from typing import Any
 from reasoning_pipeline.spec import STILL2_SYSTEM_PROMPT
 
 SYSTEM = "Think, then answer."
+# training.* of two CPU processes under torchrun: 4 samples a micro-batch × 2 micro-batches a step × 2
+# processes = 16 samples an optimizer step
+TWO_CPU_PROCESSES: dict[str, Any] = {
+    "nodePool": "cpu",
+    "gpusPerNode": 0,
+    "processesPerNode": 2,
+    "microBatchSize": 4,
+    "gradientAccumulationSteps": 2,
+    "globalBatchSize": 16,
+}
 
 
 def addition_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:

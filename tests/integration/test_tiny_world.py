@@ -18,8 +18,15 @@ from typing import Any
 import pytest
 from reasoning_pipeline.boxed import last_boxed
 from reasoning_pipeline.local_server import transformers_server
+from reasoning_pipeline.storage import sha256_file
 from reasoning_pipeline.tiny_world import TinyWorld, build_tiny_world
-from reasoning_pipeline.tiny_world.build import DEFAULT_RECIPE, Recipe, world_directory
+from reasoning_pipeline.tiny_world.build import (
+    DEFAULT_RECIPE,
+    Recipe,
+    TinyWorldBuildError,
+    world_directory,
+)
+from reasoning_pipeline.tiny_world.kernels import PINNED_ENVIRONMENT
 from reasoning_pipeline.tiny_world.models import ModelShape
 from reasoning_pipeline.tiny_world.records import TEACHER_SYSTEM_PROMPT, chat_messages
 
@@ -41,6 +48,9 @@ SMALL_RECIPE = dataclasses.replace(
     held_out_problems=10,
     measured_problems=4,
     max_new_tokens=16,
+    # models this small learn nothing: no floor to meet
+    teacher_floor=0.0,
+    student_ceiling=1.0,
 )
 
 
@@ -102,6 +112,42 @@ def test_the_student_does_the_work_but_not_in_the_recipes_format(world: TinyWorl
     assert student["held_out_boxed"] <= student["held_out_measured"] // 4
     assert student["held_out_accuracy"] <= teacher["held_out_accuracy"] / 2, "SFT would have nothing to show"
     assert student["held_out_accuracy_greedy"] <= teacher["held_out_accuracy_greedy"] / 2
+
+
+def test_the_manifest_records_the_kernels_the_machine_and_the_weights(world: TinyWorld) -> None:
+    machine = world.manifest["machine"]
+    assert machine["environment"] == PINNED_ENVIRONMENT
+    assert machine["threads"] == 2
+    assert machine["torch"]
+    assert machine["cpu"]
+    if "avx2" in machine["cpu_flags"]:
+        assert machine["cpu_capability_used"] == "AVX2"
+    for role, folder in (("teacher", world.teacher), ("student", world.student)):
+        assert world.manifest[role]["weights_sha256"] == sha256_file(folder / "model.safetensors")
+
+
+def test_the_build_pins_its_kernels_whatever_the_caller_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    native = build_tiny_world(tmp_path / "native", recipe=SMALL_RECIPE, log=lambda line: None)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    asked_otherwise = build_tiny_world(tmp_path / "other", recipe=SMALL_RECIPE, log=lambda line: None)
+    for role in ("teacher", "student"):
+        assert native.manifest[role]["weights_sha256"] == asked_otherwise.manifest[role]["weights_sha256"]
+    assert asked_otherwise.manifest["machine"]["environment"] == native.manifest["machine"]["environment"]
+
+
+def test_a_world_below_its_floor_is_refused_naming_the_figure_and_the_floor(tmp_path: Path) -> None:
+    demanding = dataclasses.replace(SMALL_RECIPE, teacher_floor=0.99)
+    with pytest.raises(
+        TinyWorldBuildError, match=r"teacher held-out accuracy \d+% .* below the floor of 99%"
+    ):
+        build_tiny_world(tmp_path, recipe=demanding, log=lambda line: None)
+    assert not world_directory(tmp_path, 0, demanding).exists()
+    assert not list(tmp_path.glob(".tiny-world-*.partial-*")), "a refused build leaves nothing half-made"
 
 
 def test_problem_files_are_in_the_real_dataset_formats(world: TinyWorld) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from reasoning_pipeline.boxed import last_boxed
 from reasoning_pipeline.prompts import numina_prompt
+from reasoning_pipeline.tiny_world.kernels import OVERRIDE_VARIABLE, PINNED_ENVIRONMENT, build_environment
 from reasoning_pipeline.tiny_world.problems import (
     SHAPES,
     Operation,
@@ -288,3 +289,22 @@ def test_an_incomplete_or_foreign_manifest_is_not_a_world(tmp_path: Path) -> Non
     assert read_complete_manifest(tmp_path, "other") is None
     (tmp_path / "teacher").rmdir()
     assert read_complete_manifest(tmp_path, "abc") is None
+
+
+@pytest.mark.parametrize(
+    ("caller", "flags", "capability", "mkl"),
+    [
+        ({}, {"avx2", "fma"}, "avx2", "AVX2"),
+        ({"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO"}, {"avx2", "avx512f"}, "avx2", "AVX2"),
+        ({}, {"sse4_2"}, "default", "COMPATIBLE"),  # not this kind of machine: portable kernels
+        ({OVERRIDE_VARIABLE: "default"}, {"avx2"}, "default", "AVX2"),  # on purpose, to measure a recipe
+    ],
+)
+def test_a_build_process_runs_on_pinned_kernels(
+    caller: dict[str, str], flags: set[str], capability: str, mkl: str
+) -> None:
+    environment = build_environment({"PATH": "/bin", **caller}, frozenset(flags))
+    assert environment["PATH"] == "/bin"
+    assert environment["ATEN_CPU_CAPABILITY"] == capability
+    assert environment["MKL_CBWR"] == mkl
+    assert environment["OMP_NUM_THREADS"] == PINNED_ENVIRONMENT["OMP_NUM_THREADS"]

@@ -5,6 +5,11 @@ seed, so a changed recipe builds a new world beside the old one instead of reusi
 happens in a temporary sibling folder that is renamed into place only when everything, manifest.json last,
 is written: a killed build leaves a `.partial` folder that the next build removes, never a half world
 under the real name. A lock file serialises concurrent builders (pytest workers, two terminals).
+
+The training runs in a process of its own whose CPU kernels are pinned (`kernels.py`), so the same recipe
+and seed give the same weights on every machine of this kind, and the build measures what it made: a
+teacher below `teacher_floor` or a student above `student_ceiling` fails the build, naming the figure and
+the floor, instead of handing the demo a world it cannot run on.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +41,7 @@ from reasoning_pipeline.spec import STILL2_SYSTEM_PROMPT
 from reasoning_pipeline.storage import atomic_write_json, atomic_write_jsonl, fsync_directory, sha256_file
 from reasoning_pipeline.summary import now
 from reasoning_pipeline.tiny_world.evaluation import Score, held_out_score
+from reasoning_pipeline.tiny_world.kernels import THREADS, build_environment, cpu_flags, machine_facts
 from reasoning_pipeline.tiny_world.models import (
     RECIPE_TEMPERATURE,
     ModelShape,
@@ -67,7 +74,7 @@ from reasoning_pipeline.tiny_world.training import (
 )
 
 # Bump when the generator, trace format, tokenizer or training code changes what a build produces.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 DEFAULT_CACHE_ROOT = Path.home() / ".cache" / "reasoning-operator"
 MANIFEST = "manifest.json"
 
@@ -104,6 +111,11 @@ class Recipe:
     train_problems: int = 2000
     held_out_problems: int = 500
     measured_problems: int = 100
+    # What the demo needs of the world, with margin (examples/tiny.yaml): at 30 % the teacher's 160 traces
+    # keep about 48, 12 micro-batches per process where 2 make an optimizer step; a student above 15 %
+    # before fine-tuning would leave its improvement within sampling noise. Sampled accuracy (T=0.7).
+    teacher_floor: float = 0.30
+    student_ceiling: float = 0.15
 
     def fingerprint(self, seed: int) -> str:
         document = json.dumps({"recipe": dataclasses.asdict(self), "seed": seed}, sort_keys=True)
@@ -144,6 +156,7 @@ PATHS = {
     "train_problems": "data/numina-cot-tiny.jsonl",
     "held_out": "data/math500-tiny.jsonl",
 }
+WEIGHTS = "model.safetensors"
 
 
 def default_cache_root() -> Path:
@@ -207,7 +220,7 @@ def build_tiny_world(
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=cache_root))
         try:
             log(f"building the tiny world (seed {seed}) in {staging}; minutes on two cores, once")
-            _build_into(staging, recipe=recipe, seed=seed, fingerprint=fingerprint, log=log)
+            _build_in_pinned_process(staging, recipe=recipe, seed=seed, log=log)
             staging.rename(final)
             fsync_directory(cache_root)
             # as every later caller will read it (JSON has no tuples)
@@ -219,6 +232,74 @@ def build_tiny_world(
             raise
     log(f"tiny world ready in {final}")
     return TinyWorld.at(final, manifest)
+
+
+class TinyWorldBuildError(RuntimeError):
+    """The build process failed; the message is its last words (a floor not met names figure and floor)."""
+
+
+def recipe_from_json(document: Mapping[str, Any]) -> Recipe:
+    fields = dict(document)
+    fields["teacher"] = ModelShape(**fields["teacher"])
+    fields["student_layers"] = tuple(fields["student_layers"])
+    return Recipe(**fields)
+
+
+def _build_in_pinned_process(staging: Path, *, recipe: Recipe, seed: int, log: Callable[[str], None]) -> None:
+    """Train and measure in a child process whose kernels are pinned before torch loads; its log lines
+    reach `log` as they come (a `log` that raises stops the child)."""
+    command = [
+        sys.executable,
+        "-m",
+        "reasoning_pipeline.tiny_world",
+        "--build-into",
+        str(staging),
+        "--seed",
+        str(seed),
+        "--recipe",
+        json.dumps(dataclasses.asdict(recipe)),
+    ]
+    environment = build_environment(os.environ, cpu_flags())
+    last_lines: list[str] = []
+    with subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment
+    ) as child:
+        assert child.stderr is not None
+        try:
+            for line in child.stderr:
+                line = line.rstrip("\n")
+                last_lines = [*last_lines[-19:], line]
+                log(line)
+        except BaseException:
+            child.kill()
+            raise
+    if child.returncode != 0:
+        reason = next((line for line in reversed(last_lines) if line.startswith(FAILURE_PREFIX)), None)
+        detail = reason.removeprefix(FAILURE_PREFIX) if reason else "\n".join(last_lines[-8:])
+        raise TinyWorldBuildError(f"the tiny world build failed (exit {child.returncode}): {detail}")
+
+
+FAILURE_PREFIX = "tiny world refused: "
+
+
+class BelowFloorError(Exception):
+    """A measured figure of the world is on the wrong side of the recipe's floor."""
+
+
+def check_floors(recipe: Recipe, teacher: Mapping[str, Any], student: Mapping[str, Any]) -> None:
+    teacher_accuracy = teacher["held_out_accuracy"]
+    student_accuracy = student["held_out_accuracy"]
+    if teacher_accuracy < recipe.teacher_floor:
+        raise BelowFloorError(
+            f"teacher held-out accuracy {teacher_accuracy:.0%} ({teacher['held_out_correct']}/"
+            f"{teacher['held_out_measured']} at T={RECIPE_TEMPERATURE}) is below the floor of "
+            f"{recipe.teacher_floor:.0%} the demo needs"
+        )
+    if student_accuracy > recipe.student_ceiling:
+        raise BelowFloorError(
+            f"student held-out accuracy before fine-tuning {student_accuracy:.0%} is above the ceiling of "
+            f"{recipe.student_ceiling:.0%}: fine-tuning would have too little to show"
+        )
 
 
 def _measure(
@@ -287,7 +368,7 @@ def _build_into(
     staging: Path, *, recipe: Recipe, seed: int, fingerprint: str, log: Callable[[str], None]
 ) -> dict[str, Any]:
     started = time.monotonic()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(THREADS)
 
     train_records = generate_problems(recipe.train_problems, seed=seed, split="train", stream="numina")
     held_out = generate_problems(recipe.held_out_problems, seed=seed, split="held_out", stream="math500")
@@ -338,6 +419,7 @@ def _build_into(
     save_model(teacher, tokenizer, staging / PATHS["teacher"], max_new_tokens=recipe.max_new_tokens)
     teacher_entry = {
         "parameters": parameter_count(teacher),
+        "weights_sha256": sha256_file(staging / PATHS["teacher"] / WEIGHTS),
         "shape": dataclasses.asdict(recipe.teacher),
         "training": {
             **dataclasses.asdict(report),
@@ -365,6 +447,7 @@ def _build_into(
     save_model(student, tokenizer, staging / PATHS["student"], max_new_tokens=recipe.max_new_tokens)
     student_entry = {
         "parameters": parameter_count(student),
+        "weights_sha256": sha256_file(staging / PATHS["student"] / WEIGHTS),
         "made_from": f"the teacher's decoder layers {list(recipe.student_layers)}, then "
         f"{recipe.student_steps} steps on the same arithmetic with a bare final answer (no \\boxed{{}})",
         **_measure(student, tokenizer, measured, seed=seed),
@@ -373,6 +456,7 @@ def _build_into(
         f"student: {student_entry['parameters']:,} parameters, held-out accuracy before fine-tuning "
         f"{student_entry['held_out_accuracy']:.0%}"
     )
+    check_floors(recipe, teacher_entry, student_entry)
 
     manifest: dict[str, Any] = {
         "complete": True,
@@ -381,6 +465,7 @@ def _build_into(
         "recipe": dataclasses.asdict(recipe),
         "built_at": now(),
         "build_seconds": round(time.monotonic() - started, 1),
+        "machine": machine_facts(),
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -410,6 +495,21 @@ def _build_into(
     return manifest
 
 
+def _build_process(staging: Path, recipe: Recipe, seed: int) -> int:
+    try:
+        _build_into(
+            staging,
+            recipe=recipe,
+            seed=seed,
+            fingerprint=recipe.fingerprint(seed),
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except BelowFloorError as refused:
+        print(f"{FAILURE_PREFIX}{refused}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def link_world(world: TinyWorld, link: Path) -> None:
     """Point `link` at the world, so a run file's relative `tiny-world/...` paths find it under a root."""
     if link.is_symlink():
@@ -430,8 +530,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--link", type=Path, help="also make this path a symbolic link to the world (e.g. ROOT/tiny-world)"
     )
+    # the build process that build_tiny_world starts, its kernels pinned by its environment
+    parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if arguments.build_into:
+        return _build_process(
+            arguments.build_into, recipe_from_json(json.loads(arguments.recipe)), arguments.seed
+        )
     world = build_tiny_world(arguments.cache_root, seed=arguments.seed)
     if arguments.link:
         link_world(world, arguments.link)

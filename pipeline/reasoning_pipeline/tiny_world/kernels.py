@@ -1,0 +1,84 @@
+"""The CPU kernels a tiny-world build runs on, pinned so that every machine of this kind computes the same
+bits, and the machine facts its manifest records.
+
+Measured on these machines (30 training steps of the teacher, weights hashed; `tests/bench`-free, see the
+README's reproducibility table): what changes the weights is torch's own kernel set, chosen per process
+from the CPU's instruction set (`ATEN_CPU_CAPABILITY`: `default` and `avx2` differ, and a machine with
+AVX-512 picks `avx512` unless told), and MKL's matrix-multiply code path (`MKL_CBWR=COMPATIBLE` differs
+from the rest). The thread count (1 or 2), `ONEDNN_MAX_CPU_ISA` and `MKL_ENABLE_INSTRUCTIONS` did not
+change a bit. So a build runs in a process of its own whose environment pins torch to its AVX2 kernels
+(every machine of this kind has AVX2; AVX-512 machines run them too) and MKL to its AVX2 branch, with a
+fixed thread count: MKL's conditional numerical reproducibility promises the same bits for the same
+branch and thread count on any CPU that has the branch. `COMPATIBLE` (MKL's SSE2 path, the same on any
+x86-64) would promise it without the AVX2 condition but trains 2.6 times slower here.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+THREADS = 2
+PINNED_CAPABILITY = "avx2"
+# What the environment of a build process says; the same names set outside are overridden there.
+PINNED_ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": PINNED_CAPABILITY,
+    "MKL_CBWR": "AVX2",
+    "OMP_NUM_THREADS": str(THREADS),
+    "MKL_NUM_THREADS": str(THREADS),
+}
+# For measuring how much a recipe hinges on the kernels: a build under other kernels on purpose.
+OVERRIDE_VARIABLE = "REASONING_TINY_WORLD_CPU_CAPABILITY"
+CPU_FLAGS_THAT_MATTER = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile")
+
+
+def _cpuinfo_value(key: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first core's `key` line of /proc/cpuinfo."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    return frozenset((_cpuinfo_value("flags") or "").split())
+
+
+def build_environment(base: Mapping[str, str], flags: frozenset[str]) -> dict[str, str]:
+    """The environment of a build process: `base` with the kernels pinned.
+
+    A CPU without AVX2 (not of this kind) falls back to torch's portable kernels: its world is built, but
+    with other bits, and its manifest says which capability it used.
+    """
+    environment = {**base, **PINNED_ENVIRONMENT}
+    if "avx2" not in flags:
+        environment["ATEN_CPU_CAPABILITY"] = "default"
+        environment["MKL_CBWR"] = "COMPATIBLE"
+    override = base.get(OVERRIDE_VARIABLE)
+    if override:
+        environment["ATEN_CPU_CAPABILITY"] = override
+    return environment
+
+
+def machine_facts() -> dict[str, Any]:
+    """What decides the bits a build computes, as the running process sees it (torch imported)."""
+    import torch
+
+    flags = cpu_flags()
+    return {
+        "cpu": _cpuinfo_value("model name") or platform.processor(),
+        "machine": platform.machine(),
+        "cpu_flags": sorted(flag for flag in CPU_FLAGS_THAT_MATTER if flag in flags),
+        "cpu_capability_used": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "environment": {name: os.environ.get(name) for name in PINNED_ENVIRONMENT},
+    }

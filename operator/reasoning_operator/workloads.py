@@ -493,9 +493,14 @@ def pytorch_job(run: RunRef, attempt: int) -> Manifest:
         "kind": "PyTorchJob",
         "metadata": _metadata(run, name, labels),
         "spec": {
-            # attempts are the operator's (a new PyTorchJob each); finished pods stay for their
-            # termination messages and go with the job
-            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "None"},
+            # Attempts are the operator's (a new PyTorchJob each; restartPolicy Never, so the training
+            # operator restarts nothing). No backoffLimit: with one set, training operator v1.8.1 fails the
+            # job on the first failed pod by deleting every pod before it records Failed, so the pod whose
+            # termination message says why is gone (cleanPodPolicy only applies once Failed is recorded);
+            # the run then read "…has reached the specified backoff limit". cleanPodPolicy Running: once
+            # the job ends, pods still running (a master waiting on a dead worker) go and free their GPUs,
+            # finished pods stay for their termination messages and go with the job.
+            "runPolicy": {"cleanPodPolicy": "Running"},
             "pytorchReplicaSpecs": replica_specs,
         },
     }

@@ -2,7 +2,8 @@
 
 Only `on.event` handlers and a resync task: no handler that needs a finalizer (timers and daemons do),
 so uninstalling the operator never leaves runs that cannot be deleted, and kopf writes nothing to the
-runs but what the reconciler writes (their status).
+runs but what the reconciler writes (their status). A retry's backoff wakes its run through the
+reconciler's own in-process timer, not kopf's.
 """
 
 from __future__ import annotations

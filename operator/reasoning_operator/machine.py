@@ -1,8 +1,10 @@
 """The stage machine: from a run and what exists of it, what to create, what to delete, and its status.
 
 One pure function, `advance`. Stages run in recipe order; the first enabled stage that has not succeeded
-is the current one. Its driver is attempt N (a new Job, or PyTorchJob, per attempt); a failed attempt
-is followed by attempt N+1 until the stage's `maxAttempts`, then the run fails with the attempt's reason.
+is the current one. Its driver is attempt N (a new Job, or PyTorchJob, per attempt); a transiently failed
+attempt is followed by attempt N+1, no sooner than a backoff after it ended, until the stage's
+`maxAttempts`; then, or at once when the stage program called its failure permanent (bad input or spec:
+another attempt would fail the same way), the run fails with the attempt's reason.
 A stage's servers (teacher, rewrite stand-in, evaluated models) exist while the stage runs and are deleted
 when it ends or the run is suspended.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from reasoning_pipeline.spec import STAGE_ORDER, Stage
@@ -22,12 +25,23 @@ from reasoning_pipeline.spec import STAGE_ORDER, Stage
 from reasoning_operator import stages
 from reasoning_operator.cost import run_cost
 from reasoning_operator.naming import config_map_name, storage_claim_name
-from reasoning_operator.observe import Attempt, ChildRef, Observed, ref_of
+from reasoning_operator.observe import Attempt, ChildRef, Observed, parse_time, ref_of, timestamp
 from reasoning_operator.run import RunRef
-from reasoning_operator.status import Event, Verdict, conditions, run_events, stage_events
+from reasoning_operator.status import (
+    Event,
+    Verdict,
+    conditions,
+    run_events,
+    stage_events,
+    stage_failed_message,
+)
 from reasoning_operator.workloads import Manifest, run_config_map, storage_claim
 
 TERMINAL = ("Succeeded", "Failed")
+# Between attempts of a stage: long enough for a restarting server or a flaky network to come back, and
+# for an attempt that fails at once not to spin; doubling, so a stage that keeps failing costs little.
+RETRY_BACKOFF_SECONDS = 10
+RETRY_BACKOFF_MAX_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,21 @@ class Plan:
     delete: tuple[ChildRef, ...] = ()
     status: Mapping[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
+    # reconcile again no sooner than this: a retry's backoff ends then, and no event will say so
+    wake_at: str | None = None
+
+
+def retry_backoff_seconds(failed_attempt: int) -> int:
+    """The wait after attempt `failed_attempt` failed: 10 s, 20 s, 40 s, … up to 5 minutes."""
+    return min(RETRY_BACKOFF_SECONDS << max(failed_attempt - 1, 0), RETRY_BACKOFF_MAX_SECONDS)
+
+
+def retry_not_before(failed: Attempt) -> str | None:
+    """When the attempt after `failed` may start (None: at once, the failure has no time)."""
+    if not failed.finished_at:
+        return None
+    moment = parse_time(failed.finished_at) + timedelta(seconds=retry_backoff_seconds(failed.number))
+    return timestamp(moment)
 
 
 def suspend_patch(workload: ChildRef, suspend: bool) -> Manifest:
@@ -76,14 +105,20 @@ def _stage_entry(stage: Stage, previous: Mapping[str, Any], attempts: Sequence[A
     entry["attempts"] = max(latest.number, int(previous.get("attempts", 0)))
     entry.setdefault("startedAt", attempts[0].started_at)
     entry["phase"] = latest.phase
+    entry.pop("retryAt", None)
     if latest.phase == "Running":
         entry["message"] = (
             f"attempt {latest.number} suspended" if latest.suspended else f"attempt {latest.number} running"
         )
         entry.pop("finishedAt", None)
+        entry.pop("failure", None)
         return entry
     entry["message"] = latest.message
     entry["finishedAt"] = latest.finished_at
+    if latest.failure is not None:
+        entry["failure"] = latest.failure
+    else:
+        entry.pop("failure", None)
     summary = latest.summary or {}
     for key in ("progress", "outputs", "metrics"):
         if summary.get(key):
@@ -107,6 +142,7 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
     delete: list[ChildRef] = []
     entries: list[dict[str, Any]] = []
     verdict: Verdict | None = None
+    wake_at: str | None = None
 
     for stage in STAGE_ORDER:
         if not spec.section(stage).enabled:
@@ -120,9 +156,10 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
         if entry["phase"] == "Succeeded" or verdict is not None:
             delete.extend(observed.servers.get(stage, ()) if entry["phase"] == "Succeeded" else ())
             continue
-        verdict, stage_create, stage_delete = _current_stage(run, stage, entry, attempts, observed)
-        create.extend(stage_create)
-        delete.extend(stage_delete)
+        step = _current_stage(run, stage, entry, attempts, observed, now=now)
+        verdict, wake_at = step.verdict, step.wake_at
+        create.extend(step.create)
+        delete.extend(step.delete)
         latest = attempts[-1] if attempts else None
         if latest is not None and latest.phase == "Running" and latest.suspended != spec.suspend:
             suspend.append((latest.workload, spec.suspend))
@@ -162,49 +199,76 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
         delete=tuple(dict.fromkeys(delete)),
         status=status,
         events=tuple(events),
+        wake_at=wake_at,
     )
 
 
+@dataclass(frozen=True)
+class StageStep:
+    """What the current stage needs now."""
+
+    verdict: Verdict
+    create: Sequence[Manifest] = ()
+    delete: Sequence[ChildRef] = ()
+    wake_at: str | None = None
+
+
 def _current_stage(
-    run: RunRef, stage: Stage, entry: dict[str, Any], attempts: Sequence[Attempt], observed: Observed
-) -> tuple[Verdict, list[Manifest], list[ChildRef]]:
+    run: RunRef,
+    stage: Stage,
+    entry: dict[str, Any],
+    attempts: Sequence[Attempt],
+    observed: Observed,
+    *,
+    now: str,
+) -> StageStep:
     """The first stage not yet succeeded: start, retry, keep, suspend or give up on its driver."""
     spec = run.spec
     section = spec.section(stage)
     latest = attempts[-1] if attempts else None
     servers = observed.servers.get(stage, ())
-    if latest is not None and latest.phase == "Failed" and latest.number >= section.max_attempts:
+    if (
+        latest is not None
+        and latest.phase == "Failed"
+        and (latest.failure == "Permanent" or latest.number >= section.max_attempts)
+    ):
         entry["phase"] = "Failed"
-        message = f"stage {stage.value} failed after {latest.number} attempts: {latest.message}"
-        return Verdict("Failed", "StageFailed", message), [], list(servers)
+        message = stage_failed_message(stage.value, latest.number, latest.failure, latest.message)
+        return StageStep(Verdict("Failed", "StageFailed", message), delete=servers)
     if latest is None or latest.phase == "Failed":
         number = latest.number + 1 if latest else 1
         if spec.suspend:
             entry["phase"] = "Pending"
-            return (
-                Verdict("Suspended", "Suspended", f"suspended before attempt {number} of {stage.value}"),
-                [],
-                list(servers),
-            )
-        after = f" after attempt {latest.number} failed: {latest.message}" if latest else ""
-        entry.update(phase="Running", attempts=number, message=f"attempt {number} starting{after}")
+            message = f"suspended before attempt {number} of {stage.value}"
+            return StageStep(Verdict("Suspended", "Suspended", message), delete=servers)
+        entry.update(phase="Running", attempts=number)
         entry.pop("finishedAt", None)
+        entry.pop("failure", None)
+        after = ""
+        if latest is not None:
+            after = f" after attempt {latest.number} failed: {latest.message}"
+            not_before = retry_not_before(latest)
+            if not_before is not None and parse_time(now) < parse_time(not_before):
+                # the servers stay: a teacher that took minutes to load serves the next attempt too
+                delay = retry_backoff_seconds(latest.number)
+                entry.update(message=f"attempt {number} in {delay} s{after}", retryAt=not_before)
+                verdict = Verdict("Running", "RetryingStage", f"stage {stage.value}: {entry['message']}")
+                return StageStep(verdict, wake_at=not_before)
+        entry["message"] = f"attempt {number} starting{after}"
         wanted = stages.children(run, stage, number)
-        return (
-            Verdict("Running", "StageRunning", f"stage {stage.value}: attempt {number}"),
-            _missing(wanted, observed),
-            [],
-        )
+        verdict = Verdict("Running", "StageRunning", f"stage {stage.value}: attempt {number}")
+        return StageStep(verdict, create=_missing(wanted, observed))
     # the latest attempt is running (or suspended): keep what it needs, servers only while not suspended
     create = _missing(stages.driver_children(run, stage, latest.number), observed)
     if spec.suspend:
-        return Verdict("Suspended", "Suspended", f"suspended in stage {stage.value}"), create, list(servers)
+        verdict = Verdict("Suspended", "Suspended", f"suspended in stage {stage.value}")
+        return StageStep(verdict, create=create, delete=servers)
     server_manifests = stages.server_children(run, stage)
     wanted_servers = {(m["kind"], m["metadata"]["name"]) for m in server_manifests}
     stray = [r for r in servers if (r.kind, r.name) not in wanted_servers]
     create += _missing(server_manifests, observed)
     message = f"stage {stage.value}: attempt {latest.number} of {section.max_attempts}"
-    return Verdict("Running", "StageRunning", message), create, stray
+    return StageStep(Verdict("Running", "StageRunning", message), create=create, delete=stray)
 
 
 def invalid(previous: Mapping[str, Any], message: str, *, generation: int, now: str) -> dict[str, Any]:

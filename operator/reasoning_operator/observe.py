@@ -3,7 +3,10 @@
 Every child carries the run's labels (`reasoning.dev/stage`, `reasoning.dev/attempt`, `reasoning.dev/role`),
 and so do the pods of Jobs, PyTorchJobs and Deployments (the pod templates carry them too). A stage attempt
 is one Job (or one PyTorchJob for training); its outcome is the stage summary its pod left in the
-termination message: stage pods have no API access, so that is the only channel back.
+termination message: stage pods have no API access, so that is the only channel back. A failure is
+Permanent only when the summary says so; a pod that died without one (killed, out of memory, a crash
+whose log tail is its message) failed transiently. The controllers' own condition messages ("has reached
+the specified backoff limit") never stand for the stage's reason: the pod's words do.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from reasoning_pipeline.spec import Stage
+from reasoning_pipeline.summary import Failure
 
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_ROLE, LABEL_STAGE, Role
 
@@ -44,6 +48,7 @@ class Attempt:
     summary: Mapping[str, Any] | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    failure: Failure | None = None  # of a failed attempt: whether another one may pass
 
 
 @dataclass(frozen=True)
@@ -80,10 +85,18 @@ def _attempt_of(body: Mapping[str, Any]) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
+def parse_time(value: str) -> datetime:
+    """A time as the API server writes it (RFC 3339, `Z`)."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def timestamp(moment: datetime) -> str:
+    """A time as the API server writes it: UTC, whole seconds."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return parse_time(value) if value else None
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -110,13 +123,27 @@ def parse_summary(message: str | None) -> Mapping[str, Any] | None:
 
 
 def _pod_failure(pod: Mapping[str, Any] | None) -> str:
+    """Why a pod that left no summary ended: its container's exit (with the log tail the kubelet kept
+    under FallbackToLogsOnError), else the pod's own reason (an eviction has no container exit)."""
     terminated = _terminated(pod) if pod else None
     if not terminated:
-        return ""
+        status = (pod or {}).get("status") or {}
+        reason, message = status.get("reason") or "", (status.get("message") or "").strip()
+        return f"{reason}: {message}" if reason and message else reason or message
     reason = terminated.get("reason") or "Error"
     text = f"{reason}, exit code {terminated.get('exitCode')}"
     message = (terminated.get("message") or "").strip()
     return f"{text}: {message[-300:]}" if message else text
+
+
+def _lost_pods(workload: Mapping[str, Any], failed: Mapping[str, Any] | None) -> str:
+    """A failed workload with no pod left: its condition's reason is all there is, and its message is the
+    controller's generic text, not the stage's."""
+    reason = (failed or {}).get("reason") or "Failed"
+    return (
+        f"{workload.get('kind', 'workload')} {workload['metadata']['name']} failed ({reason}) and its pods "
+        "are gone: the stage's own reason went with them"
+    )
 
 
 def _condition(body: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -127,14 +154,36 @@ def _condition(body: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return None
 
 
+def _finished_at(pod: Mapping[str, Any]) -> str:
+    return str((_terminated(pod) or {}).get("finishedAt") or "")
+
+
+def _pod_phase(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "")
+
+
+def _ended(pod: Mapping[str, Any]) -> bool:
+    """Its container exited, or the pod failed without one that did (evicted, refused by the kubelet)."""
+    return _terminated(pod) is not None or _pod_phase(pod) in ("Succeeded", "Failed")
+
+
+def _failed(pod: Mapping[str, Any]) -> bool:
+    return _pod_phase(pod) == "Failed" or (_terminated(pod) or {}).get("exitCode") not in (None, 0)
+
+
 def _reporting_pod(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The pod whose summary speaks for the attempt: the PyTorchJob's master (rank 0 writes the summary),
-    else the last pod to finish (a Job has one, unless the kubelet replaced it)."""
+    """The pod whose summary speaks for the attempt. The first to fail, if one did: in a PyTorchJob the
+    other pods fail after it (their peer is gone) with messages about the lost peer, not about the cause.
+    Else the PyTorchJob's master (rank 0 speaks for a success), else the last pod to finish (a Job has
+    one, unless the kubelet replaced it)."""
+    failed = [p for p in pods if _failed(p)]
+    if failed:
+        return min(failed, key=_finished_at)
     masters = [p for p in pods if _labels(p).get(REPLICA_TYPE_LABEL, "").lower() == "master"]
     candidates = masters or pods
-    finished = [p for p in candidates if _terminated(p)]
+    finished = [p for p in candidates if _ended(p)]
     if finished:
-        return max(finished, key=lambda p: str((_terminated(p) or {}).get("finishedAt") or ""))
+        return max(finished, key=_finished_at)
     return candidates[-1] if candidates else None
 
 
@@ -161,20 +210,29 @@ def _attempt(
     if done is None and failed is None:
         return running
     # The workload's condition can arrive before its pod's final status (two watches): wait for the pod,
-    # whose termination message is the verdict. A failed workload with no pod left says why itself.
-    if (pod is not None and _terminated(pod) is None) or (done is not None and pod is None):
+    # whose termination message is the verdict. A failed workload with no pod left has lost its reason.
+    if (pod is not None and not _ended(pod)) or (done is not None and pod is None):
         return running
-    finished_at = (summary or {}).get("finished_at") or (done or failed or {}).get("lastTransitionTime")
+    # the kubelet's record first: a retry's backoff counts from it, on the cluster's clock
+    finished_at = (
+        (_finished_at(pod) if pod else "")
+        or (summary or {}).get("finished_at")
+        or (done or failed or {}).get("lastTransitionTime")
+    )
     if done is not None and summary is not None and summary["phase"] == "Succeeded":
         message = str(summary.get("message") or "")
         return replace(running, phase="Succeeded", message=message, finished_at=finished_at)
-    if summary is not None and summary.get("message"):
+    failure: Failure = "Transient"
+    if summary is not None and summary["phase"] == "Failed" and summary.get("message"):
         message = str(summary["message"])
+        failure = "Permanent" if summary.get("failure") == "Permanent" else "Transient"
     elif done is not None:
+        # not a stage program (a wrong image or command): the same container would do the same again
         message = "the stage exited successfully but left no summary in its termination message"
+        failure = "Permanent"
     else:
-        message = _pod_failure(pod) or str((failed or {}).get("message") or "the workload failed")
-    return replace(running, phase="Failed", message=message, finished_at=finished_at)
+        message = _pod_failure(pod) or _lost_pods(workload, failed)
+    return replace(running, phase="Failed", message=message, finished_at=finished_at, failure=failure)
 
 
 def _gpu_seconds(pod: Mapping[str, Any], gpu_resources: frozenset[str], now: datetime) -> float:

@@ -1,6 +1,8 @@
 """One reconcile of one run: read the cache, ask the machine, carry out its plan.
 
-Reconciles of the same run never overlap (a lock per run); different runs reconcile in parallel.
+Reconciles of the same run never overlap (a lock per run); different runs reconcile in parallel. A plan
+that waits for a time (a retry's backoff) gets a reconcile then, from a timer in this process: no child
+changes at that moment to send an event, and the 30 s resync would make every backoff up to 30 s late.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from reasoning_operator.cache import Cache, RunKey
 from reasoning_operator.cost import gpu_resources
 from reasoning_operator.kube import Kube
 from reasoning_operator.machine import Plan, advance, invalid, suspend_patch
-from reasoning_operator.observe import ChildRef, observe
+from reasoning_operator.observe import ChildRef, observe, parse_time, timestamp
 from reasoning_operator.run import InvalidRun, RunRef
 from reasoning_operator.status import Event
 
@@ -28,11 +30,9 @@ log = logging.getLogger(__name__)
 # Cost grows every second a GPU pod runs; writing it more often than this would make every reconcile a
 # status write (and every status write an event that asks for another reconcile).
 COST_REFRESH_SECONDS = 60.0
+# A wake-up comes this much after its time: the machine reads the clock in whole seconds.
+WAKE_MARGIN_SECONDS = 0.2
 RUN_REF = ChildRef("reasoning.dev/v1alpha1", "ReasoningRun", "")
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _without_cost(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,6 +50,7 @@ class Reconciler:
         self._running: set[RunKey] = set()
         self._again: set[RunKey] = set()
         self._cost_written: dict[RunKey, float] = {}
+        self._wakeups: dict[RunKey, tuple[str, threading.Timer]] = {}
 
     def reconcile(self, key: RunKey) -> None:
         with self._guard:
@@ -92,14 +93,16 @@ class Reconciler:
         try:
             run = RunRef.from_body(body)
             observed = observe(self.cache.children(key), gpu_resources=gpu_resources(run.spec), now=now)
-            plan = advance(run, observed, previous, now=_timestamp(now))
+            plan = advance(run, observed, previous, now=timestamp(now))
         except InvalidRun as error:  # also a reference the schema cannot check (a node pool's name)
-            status = invalid(previous, str(error), generation=generation, now=_timestamp(now))
+            status = invalid(previous, str(error), generation=generation, now=timestamp(now))
             if status != previous:
                 self._write_status(key, body, status)
                 self.kube.post_event(body, Event("Warning", "InvalidSpec", str(error)))
+            self._wake_at(key, None)
             return
         self._carry_out(run, plan)
+        self._wake_at(key, plan.wake_at)
         if self._status_due(key, previous, plan.status):
             self._write_status(key, body, plan.status)
             metrics.observe_finished_stages(previous, plan.status)
@@ -134,6 +137,32 @@ class Reconciler:
         self.cache.put_run(updated)
         self._cost_written[key] = time.monotonic()
 
+    def _wake_at(self, key: RunKey, moment: str | None) -> None:
+        """One pending wake-up per run, for the time its latest plan waits for (none: cancelled)."""
+        with self._guard:
+            pending = self._wakeups.get(key)
+            if pending is not None and pending[0] == moment:
+                return
+            if pending is not None:
+                pending[1].cancel()
+                del self._wakeups[key]
+            if moment is None:
+                return
+            delay = (parse_time(moment) - datetime.now(UTC)).total_seconds()
+            timer = threading.Timer(max(delay, 0.0) + WAKE_MARGIN_SECONDS, self._woken, (key, moment))
+            timer.daemon = True
+            self._wakeups[key] = (moment, timer)
+            timer.start()
+
+    def _woken(self, key: RunKey, moment: str) -> None:
+        with self._guard:
+            if self._wakeups.get(key, ("", None))[0] == moment:
+                del self._wakeups[key]
+        self.reconcile(key)
+
     def forget(self, key: RunKey) -> None:
         with self._guard:
             self._cost_written.pop(key, None)
+            pending = self._wakeups.pop(key, None)
+        if pending is not None:
+            pending[1].cancel()

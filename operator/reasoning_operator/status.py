@@ -26,7 +26,8 @@ class Verdict:
     """Where the run stands, in a phase and the words a user reads."""
 
     phase: RunPhase
-    reason: str  # CamelCase, searchable: StageRunning, Succeeded, StageFailed, Suspended, InvalidSpec
+    # CamelCase, searchable: StageRunning, RetryingStage, Succeeded, StageFailed, Suspended, InvalidSpec
+    reason: str
     message: str
 
 
@@ -76,6 +77,23 @@ def conditions(
     return result
 
 
+def stage_failed_message(name: str, attempts: int, failure: str | None, reason: str) -> str:
+    """How a stage that is given up on reads, in the run's status, its conditions and the event."""
+    if failure == "Permanent":
+        return f"stage {name} failed at attempt {attempts}, not retried (a permanent failure): {reason}"
+    return f"stage {name} failed after {attempts} attempt{'s' if attempts != 1 else ''}: {reason}"
+
+
+def ended_because(status: Mapping[str, Any]) -> str:
+    """One line for a person whose run ended otherwise than hoped: the run's phase and message, and the
+    failed stage's name and message (the stage program's own words)."""
+    line = f"{status.get('phase')} - {status.get('message', '')}"
+    failed = next((s for s in status.get("stages") or [] if s.get("phase") == "Failed"), None)
+    if failed is not None:
+        line += f" (stage {failed.get('name')}: {failed.get('message', '')})"
+    return line
+
+
 def stage_events(previous: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]) -> list[Event]:
     """What changed between two `status.stages` lists, as events on the run."""
     before = {s.get("name"): s for s in previous}
@@ -92,13 +110,10 @@ def stage_events(previous: Sequence[Mapping[str, Any]], current: Sequence[Mappin
         elif phase == "Succeeded":
             events.append(Event("Normal", "StageSucceeded", f"stage {name}: {stage.get('message', '')}"))
         elif phase == "Failed":
-            events.append(
-                Event(
-                    "Warning",
-                    "StageFailed",
-                    f"stage {name} failed after {attempts} attempts: {stage.get('message', '')}",
-                )
+            message = stage_failed_message(
+                str(name), attempts, stage.get("failure"), stage.get("message", "")
             )
+            events.append(Event("Warning", "StageFailed", message))
     return events
 
 

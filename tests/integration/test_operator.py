@@ -6,6 +6,7 @@ program would have written it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -141,37 +142,101 @@ def test_the_full_recipe_runs_stage_by_stage_to_succeeded(
     assert 'reasoning_runs{phase="Succeeded"} 1.0' in operator.metrics()
 
 
-def fail_twice(core: client.CoreV1Api, namespace: str) -> None:
-    for attempt in (1, 2):
-        pod = running_pod(core, namespace, "flaky", Stage.DATA)
-        assert pod.metadata.labels["reasoning.dev/attempt"] == str(attempt)
-        finish(
-            core,
-            pod,
-            "Failed",
-            stage_summary(Stage.DATA, "Failed", message="source tiny-arith: no such file"),
+RESET = "internal error: ConnectionResetError: [Errno 104] Connection reset by peer"
+
+
+def test_a_transient_stage_failure_is_retried_after_a_backoff_then_fails_the_run_with_its_reason(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    namespace, run = restricted, "flaky"
+    document = tiny_run(run)
+    document["spec"]["data"]["maxAttempts"] = 2
+    transient = stage_summary(Stage.DATA, "Failed", message=RESET, failure="Transient")
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, document)
+        first = running_pod(core, namespace, run, Stage.DATA)
+        finish(core, first, "Failed", transient)
+
+        def data_stage() -> dict[str, Any]:
+            stages = status_of(custom, namespace, run).get("stages") or [{}]
+            return dict(stages[0])
+
+        waiting = f"attempt 2 in 10 s after attempt 1 failed: {RESET}"
+        wait_for(
+            lambda: data_stage().get("message") == waiting,
+            timeout=STAGE_TIMEOUT,
+            what=f"the data stage to say {waiting!r} (it says {data_stage().get('message')!r})",
         )
+        second = running_pod(core, namespace, run, Stage.DATA)
+        assert second.metadata.labels["reasoning.dev/attempt"] == "2"
+        ended = core.read_namespaced_pod(first.metadata.name, namespace).status.container_statuses[0]
+        retried = batch.read_namespaced_job(f"{run}-data-2", namespace).metadata.creation_timestamp
+        assert retried >= ended.state.terminated.finished_at + timedelta(seconds=10), "the backoff"
+        finish(core, second, "Failed", transient)
+        status = wait_for_phase(custom, namespace, run, "Failed")
+
+    expected = f"stage data failed after 2 attempts: {RESET}"
+    assert status["message"] == expected
+    assert (status["stages"][0]["message"], status["stages"][0]["failure"]) == (RESET, "Transient")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert (conditions["Stalled"]["status"], conditions["Stalled"]["message"]) == ("True", expected)
+    assert conditions["Ready"]["message"] == expected
+    events = wait_for_events(core, namespace, run, {"StageFailed", "RetryingStage"})
+    assert any(e.reason == "StageFailed" and e.message == expected for e in events)
 
 
-def test_a_failing_stage_is_retried_then_fails_the_run_with_its_reason(
+NO_STEP = (
+    "9 SFT samples make 1 micro-batches per process (8 processes × microBatchSize 1), fewer than "
+    "gradientAccumulationSteps (12): not one optimizer step; it takes at least 96 samples"
+)
+
+
+def test_a_permanent_stage_failure_is_attempted_once_and_its_reason_is_everywhere(
     operator: OperatorProcess,
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
     restricted: str,
 ) -> None:
-    namespace = restricted
-    document = example("tiny.yaml")
-    document["metadata"]["name"] = "flaky"
-    document["spec"]["data"]["maxAttempts"] = 2
-    with storage_for(core, namespace, "flaky"):
+    """On the trainer: the PyTorchJob's failed master keeps the termination message that says why (a
+    backoffLimit made the training operator delete it, and the run said "…reached the specified backoff
+    limit")."""
+    namespace, run = restricted, "hopeless"
+    off = {"enabled": False}
+    document = example()
+    document["metadata"]["name"] = run
+    document["spec"].update(data=off, generation=off, rewrite=off, filter=off, format=off)
+    document["spec"]["training"] = {"inputPath": "datasets/tiny/sft.jsonl", "maxAttempts": 3}
+    with storage_for(core, namespace, run):
         create_run(custom, namespace, document)
-        fail_twice(core, namespace)
-    status = wait_for_phase(custom, namespace, "flaky", "Failed")
-    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
-    assert stalled["status"] == "True"
-    assert "failed after 2 attempts: source tiny-arith: no such file" in stalled["message"]
-    events = wait_for_events(core, namespace, "flaky", {"StageFailed", "RetryingStage"})
-    assert any(e.reason == "StageFailed" and "no such file" in e.message for e in events)
+        master = running_pod(core, namespace, run, Stage.TRAIN)
+        permanent = stage_summary(Stage.TRAIN, "Failed", message=NO_STEP, failure="Permanent")
+        finish(core, master, "Failed", permanent)
+        status = wait_for_phase(custom, namespace, run, "Failed")
+
+    train = next(s for s in status["stages"] if s["name"] == "train")
+    assert (train["phase"], train["attempts"], train["failure"], train["message"]) == (
+        "Failed",
+        1,
+        "Permanent",
+        NO_STEP,
+    )
+    expected = f"stage train failed at attempt 1, not retried (a permanent failure): {NO_STEP}"
+    assert status["message"] == expected
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert (conditions["Stalled"]["status"], conditions["Stalled"]["message"]) == ("True", expected)
+    assert (conditions["Ready"]["status"], conditions["Ready"]["message"]) == ("False", expected)
+    trainers = custom.list_namespaced_custom_object(
+        "kubeflow.org", "v1", namespace, "pytorchjobs", label_selector=f"{LABEL_RUN}={run}"
+    )["items"]
+    assert [t["metadata"]["name"] for t in trainers] == [f"{run}-train-1"], "attempted once"
+    assert core.read_namespaced_pod(master.metadata.name, namespace).status.phase == "Failed"
+    events = wait_for_events(core, namespace, run, {"StageFailed", "RunFailed"})
+    assert any(e.reason == "StageFailed" and e.message == expected for e in events)
+    assert not any(e.reason == "RetryingStage" for e in events)
 
 
 def children_named(

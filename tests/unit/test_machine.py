@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from reasoning_operator.cost import gpu_resources
-from reasoning_operator.machine import Plan, advance
+from reasoning_operator.machine import Plan, advance, retry_backoff_seconds
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_STAGE
 from reasoning_operator.observe import observe, parse_summary
 from reasoning_operator.run import RunRef
@@ -22,6 +22,7 @@ from tests.support.runs import stage_summary as summary
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = "2026-12-02T10:00:00Z"
+FINISHED = "2026-12-02T09:30:00Z"  # when the tests' pods end, by default: long before NOW
 
 
 def run_of(example: str = "sky-t1-32b-preview.yaml", **spec_changes: Any) -> RunRef:
@@ -39,13 +40,13 @@ class Cluster:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.status: dict[str, Any] = {}
 
-    def step(self) -> Plan:
+    def step(self, now: str = NOW) -> Plan:
         observed = observe(
             self.objects.values(),
             gpu_resources=gpu_resources(self.run.spec),
-            now=datetime.fromisoformat(NOW.replace("Z", "+00:00")),
+            now=datetime.fromisoformat(now.replace("Z", "+00:00")),
         )
-        plan = advance(self.run, observed, self.status, now=NOW)
+        plan = advance(self.run, observed, self.status, now=now)
         for manifest in plan.create:
             body = copy.deepcopy(manifest)
             body["metadata"]["creationTimestamp"] = "2026-12-02T09:00:00Z"
@@ -69,22 +70,37 @@ class Cluster:
                 return body
         raise AssertionError(f"no workload for {stage.value} attempt {attempt}: {sorted(self.objects)}")
 
-    def finish(self, stage: Stage, attempt: int, *, ok: bool = True, message: str | None = None) -> None:
-        """The attempt's pod ends with a termination message, its workload with the matching condition."""
+    def finish(self, stage: Stage, attempt: int, *, ok: bool = True, **pod: Any) -> None:
+        """The attempt's pod ends with a termination message (`end_pod`), its workload with the matching
+        condition at the same time."""
+        self.end_pod(stage, attempt, ok=ok, **pod)
+        self.end_workload(stage, attempt, ok=ok, at=pod.get("finished_at", FINISHED))
+
+    def end_pod(
+        self,
+        stage: Stage,
+        attempt: int,
+        *,
+        ok: bool = True,
+        message: str | None = None,
+        finished_at: str = FINISHED,
+        replica: str = "master",
+    ) -> None:
         workload = self.workload(stage, attempt)
-        template = (
-            workload["spec"].get("template") or workload["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
-        )
+        specs = workload["spec"].get("pytorchReplicaSpecs") or {}
+        template = workload["spec"].get("template") or specs[replica.capitalize()]["template"]
         labels = dict(template["metadata"]["labels"])
-        if workload["kind"] == "PyTorchJob":
-            labels["training.kubeflow.org/replica-type"] = "master"
         pod_name = f"{workload['metadata']['name']}-pod"
+        if workload["kind"] == "PyTorchJob":
+            labels["training.kubeflow.org/replica-type"] = replica
+            pod_name = f"{workload['metadata']['name']}-{replica}"
         self.objects[("Pod", pod_name)] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": pod_name, "labels": labels},
             "spec": template["spec"],
             "status": {
+                "phase": "Succeeded" if ok else "Failed",
                 "containerStatuses": [
                     {
                         "state": {
@@ -95,18 +111,19 @@ class Cluster:
                                 if message is not None
                                 else summary(stage, "Succeeded" if ok else "Failed"),
                                 "startedAt": "2026-12-02T09:00:00Z",
-                                "finishedAt": "2026-12-02T09:30:00Z",
+                                "finishedAt": finished_at,
                             }
                         }
                     }
-                ]
+                ],
             },
         }
+
+    def end_workload(self, stage: Stage, attempt: int, *, ok: bool, at: str = FINISHED, **more: str) -> None:
+        workload = self.workload(stage, attempt)
         condition = ("Complete" if workload["kind"] == "Job" else "Succeeded") if ok else "Failed"
         workload["status"] = {
-            "conditions": [
-                {"type": condition, "status": "True", "lastTransitionTime": "2026-12-02T09:30:00Z"}
-            ]
+            "conditions": [{"type": condition, "status": "True", "lastTransitionTime": at, **more}]
         }
 
     def kinds(self, plan_objects: Any) -> list[tuple[str, str]]:
@@ -313,3 +330,163 @@ def test_a_finished_workload_waits_for_its_pods_final_status() -> None:
     assert stage_phases(plan.status)["data"] == "Running"
     cluster.objects[("Pod", "sky-t1-32b-preview-data-1-pod")] = pod
     assert stage_phases(cluster.step().status)["data"] == "Succeeded"
+
+
+# --------------------------------------------------------------------------- failures and retries
+NO_SUCH_FILE = "data source 'numina': /data/numina.jsonl: no such file or folder"
+
+
+def conditions_of(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_a_permanent_failure_is_attempted_once_and_its_reason_is_everywhere() -> None:
+    cluster = Cluster(run_of())  # maxAttempts 3 by default
+    cluster.step()
+    failed = summary(Stage.DATA, "Failed", message=NO_SUCH_FILE, failure="Permanent")
+    cluster.finish(Stage.DATA, 1, ok=False, message=failed)
+    plan = cluster.step()
+    assert plan.create == ()
+    assert plan.wake_at is None
+    status = plan.status
+    assert status["phase"] == "Failed"
+    data = status["stages"][0]
+    assert (data["phase"], data["attempts"], data["failure"]) == ("Failed", 1, "Permanent")
+    assert data["message"] == NO_SUCH_FILE
+    expected = f"stage data failed at attempt 1, not retried (a permanent failure): {NO_SUCH_FILE}"
+    assert status["message"] == expected
+    conditions = conditions_of(status)
+    assert (conditions["Stalled"]["status"], conditions["Stalled"]["message"]) == ("True", expected)
+    assert (conditions["Ready"]["status"], conditions["Ready"]["message"]) == ("False", expected)
+    events = [(e.reason, e.message) for e in plan.events]
+    assert events == [("StageFailed", expected), ("RunFailed", expected)]
+    assert cluster.step(now="2026-12-02T11:00:00Z").create == (), "not later either"
+
+
+@pytest.mark.parametrize(
+    ("failed_attempt", "seconds"), [(1, 10), (2, 20), (3, 40), (5, 160), (6, 300), (40, 300)]
+)
+def test_the_backoff_doubles_from_ten_seconds_up_to_five_minutes(failed_attempt: int, seconds: int) -> None:
+    assert retry_backoff_seconds(failed_attempt) == seconds
+
+
+def test_a_transient_failure_is_retried_no_sooner_than_the_backoff_after_it_ended() -> None:
+    cluster = Cluster(run_of())
+    cluster.step()
+    reason = "teacher endpoint unreachable after 600 s (ClientConnectorError)"
+    failed = summary(Stage.DATA, "Failed", message=reason, failure="Transient")
+    cluster.finish(Stage.DATA, 1, ok=False, message=failed, finished_at="2026-12-02T09:30:00Z")
+
+    waiting = cluster.step(now="2026-12-02T09:30:04Z")
+    assert waiting.create == ()
+    assert waiting.wake_at == "2026-12-02T09:30:10Z"
+    data = waiting.status["stages"][0]
+    assert data["message"] == f"attempt 2 in 10 s after attempt 1 failed: {reason}"
+    assert (data["phase"], data["attempts"], data["retryAt"]) == ("Running", 2, "2026-12-02T09:30:10Z")
+    assert "failure" not in data
+    assert waiting.status["phase"] == "Running"
+    assert waiting.status["message"] == f"stage data: {data['message']}"
+    assert conditions_of(waiting.status)["Reconciling"]["reason"] == "RetryingStage"
+    assert [(e.reason, e.message) for e in waiting.events] == [
+        ("RetryingStage", f"stage data: {data['message']}")
+    ]
+    assert cluster.step(now="2026-12-02T09:30:09Z").create == ()
+
+    retried = cluster.step(now="2026-12-02T09:30:10Z")
+    assert cluster.kinds(retried.create) == [("Job", "sky-t1-32b-preview-data-2")]
+    assert retried.wake_at is None
+    data = retried.status["stages"][0]
+    assert data["message"] == f"attempt 2 starting after attempt 1 failed: {reason}"
+    assert "retryAt" not in data
+    assert retried.events == (), "the retry was announced when it was decided"
+
+    # the second failure waits twice as long
+    cluster.finish(Stage.DATA, 2, ok=False, message=failed, finished_at="2026-12-02T09:31:00Z")
+    assert cluster.step(now="2026-12-02T09:31:01Z").wake_at == "2026-12-02T09:31:20Z"
+
+
+@pytest.mark.parametrize(
+    ("pod_message", "failure"),
+    [
+        ("", "Transient"),  # killed: no summary, no log
+        ("Traceback (most recent call last): MemoryError", "Transient"),  # its log tail
+        (summary(Stage.DATA, "Failed", message="internal error: ConnectionResetError"), "Transient"),
+        (summary(Stage.DATA, "Failed", message=NO_SUCH_FILE, failure="Permanent"), "Permanent"),
+    ],
+)
+def test_only_a_summary_that_says_permanent_stops_the_retries(pod_message: str, failure: str) -> None:
+    cluster = Cluster(run_of())
+    cluster.step()
+    cluster.finish(Stage.DATA, 1, ok=False, message=pod_message)
+    plan = cluster.step()
+    assert plan.status["stages"][0]["phase"] == ("Failed" if failure == "Permanent" else "Running")
+    assert bool(plan.create) == (failure == "Transient")
+
+
+def test_an_exit_without_a_summary_is_not_retried() -> None:
+    """Not a stage program (a wrong image or command): the same container would do the same again."""
+    cluster = Cluster(run_of())
+    cluster.step()
+    cluster.finish(Stage.DATA, 1, ok=True, message="")
+    plan = cluster.step()
+    assert plan.status["phase"] == "Failed"
+    assert plan.status["stages"][0]["failure"] == "Permanent"
+
+
+def training_run(**training: Any) -> RunRef:
+    off = {"enabled": False}
+    return run_of(
+        data=off,
+        generation=off,
+        rewrite=off,
+        filter=off,
+        format=off,
+        training={"inputPath": "datasets/sft.jsonl", **training},
+    )
+
+
+def test_the_first_trainer_pod_to_fail_says_why_not_the_master_that_lost_it() -> None:
+    cluster = Cluster(training_run(nodes=2, globalBatchSize=192, maxAttempts=1))
+    cluster.step()
+    cause = summary(Stage.TRAIN, "Failed", message="internal error: OutOfMemoryError: CUDA out of memory")
+    echo = summary(Stage.TRAIN, "Failed", message="internal error: DistBackendError: NCCL peer gone")
+    cluster.end_pod(Stage.TRAIN, 1, ok=False, message=cause, replica="worker", finished_at=FINISHED)
+    cluster.end_pod(Stage.TRAIN, 1, ok=False, message=echo, finished_at="2026-12-02T09:31:00Z")
+    cluster.end_workload(Stage.TRAIN, 1, ok=False, message="PyTorchJob x is failed because 1 Worker failed.")
+    plan = cluster.step()
+    train = next(s for s in plan.status["stages"] if s["name"] == "train")
+    assert train["message"] == "internal error: OutOfMemoryError: CUDA out of memory"
+    assert "OutOfMemoryError" in plan.status["message"]
+
+
+def test_a_failed_workload_whose_pods_are_gone_never_reads_as_the_controllers_text() -> None:
+    cluster = Cluster(training_run(maxAttempts=1))
+    cluster.step()
+    generic = "Job sky-t1-32b-preview-train-1 has failed because it has reached the specified backoff limit"
+    cluster.end_workload(Stage.TRAIN, 1, ok=False, reason="PyTorchJobFailed", message=generic)
+    plan = cluster.step()
+    train = next(s for s in plan.status["stages"] if s["name"] == "train")
+    assert train["message"] == (
+        "PyTorchJob sky-t1-32b-preview-train-1 failed (PyTorchJobFailed) and its pods are gone: "
+        "the stage's own reason went with them"
+    )
+    assert "backoff limit" not in json.dumps(plan.status)
+    assert train["failure"] == "Transient"
+
+
+def test_an_evicted_pod_says_so() -> None:
+    cluster = Cluster(run_of(data={"maxAttempts": 1}))
+    cluster.step()
+    cluster.end_workload(Stage.DATA, 1, ok=False, message="Job has reached the specified backoff limit")
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "sky-t1-32b-preview-data-1-x",
+            "labels": cluster.workload(Stage.DATA, 1)["spec"]["template"]["metadata"]["labels"],
+        },
+        "status": {"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."},
+    }
+    cluster.objects[("Pod", pod["metadata"]["name"])] = pod
+    plan = cluster.step()
+    assert plan.status["stages"][0]["message"] == "Evicted: The node was low on memory."

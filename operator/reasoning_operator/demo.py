@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from reasoning_pipeline.spec import API_GROUP, API_VERSION
 
 from reasoning_operator.crd import PLURAL
+from reasoning_operator.status import ended_because
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "examples" / "tiny.yaml"
@@ -222,7 +223,7 @@ def follow(
     timeout: float = 3600,
 ) -> dict[str, Any]:
     """Prints every change of a stage's phase or message, with the run's progress and cost, until the run
-    is Succeeded or Failed; returns its final status."""
+    is Succeeded or Failed; returns its final status at once (a failed run's reason is in it: `report`)."""
     custom = client.CustomObjectsApi(api)
     started, seen = time.monotonic(), {}  # type: ignore[var-annotated]
     while True:
@@ -258,7 +259,7 @@ def _metrics(status: Mapping[str, Any], stage: str) -> dict[str, Any]:
 
 def report(status: Mapping[str, Any]) -> list[str]:
     """The lines a user wants at the end: what was kept, what was trained, and what it was worth."""
-    lines = [f"phase: {status.get('phase')} - {status.get('message', '')}"]
+    lines = [f"phase: {ended_because(status)}"]
     kept = _metrics(status, "filter")
     if kept:
         lines.append(f"filter:   kept {kept.get('kept')} traces, rejected {kept.get('rejected')}")

@@ -25,6 +25,7 @@ import pytest
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 from prometheus_client.parser import text_string_to_metric_families
+from reasoning_operator.status import ended_because
 from reasoning_pipeline.spec import Stage
 
 from tests.support.kwok import OUTCOME, finish_on_cue
@@ -474,7 +475,7 @@ def wait_until_all_succeeded(
             if where.get(name) != seen:
                 where[name], moved = seen, now
             if status.get("phase") == "Failed":
-                raise AssertionError(f"run {name} failed: {status.get('message')}")
+                raise AssertionError(f"run {name} is {ended_because(status)}")
             if status.get("phase") == "Succeeded":
                 done.setdefault(name, now - started)
                 if len(done) == RUNS:

@@ -24,7 +24,7 @@ from reasoning_operator import demo
 
 from tests.support.cluster import REPO_ROOT, ClusterTarget
 from tests.support.operator import helm
-from tests.support.runs import GROUP, LABEL_RUN, LABEL_STAGE, PLURAL, VERSION, status_of
+from tests.support.runs import GROUP, LABEL_RUN, LABEL_STAGE, PLURAL, VERSION, run_ended, wait_for_phase
 from tests.support.waiting import wait_for
 
 HACK = REPO_ROOT / "hack"
@@ -121,7 +121,11 @@ def running_pod(core: client.CoreV1Api, namespace: str, stage: str, **labels: st
         return None
 
     found: client.V1Pod = wait_for(
-        probe, timeout=RUN_TIMEOUT, what=f"a running {stage} container", interval=1
+        probe,
+        timeout=RUN_TIMEOUT,
+        what=f"a running {stage} container",
+        interval=1,
+        unless=run_ended(client.CustomObjectsApi(core.api_client), namespace, RUN),
     )
     return found
 
@@ -140,12 +144,14 @@ def finished(
     """The run, with its generate driver killed after 20 traces and its trainer after a checkpoint."""
     namespace, storage = demo_namespace
     stage_dir = storage / "runs" / RUN
+    ended = run_ended(custom, namespace, RUN)
     generator = running_pod(core, namespace, "generate", **{"reasoning.dev/role": "driver"})
     wait_for(
         lambda: lines(stage_dir / "generate" / "raw.journal.jsonl") >= 20,
         timeout=RUN_TIMEOUT,
         what="20 traces",
         interval=1,
+        unless=ended,
     )
     kill_container(generator, cluster.embedded)
     trainer = running_pod(core, namespace, "train")
@@ -154,14 +160,10 @@ def finished(
         timeout=RUN_TIMEOUT,
         what="a checkpoint",
         interval=1,
+        unless=ended,
     )
     kill_container(trainer, cluster.embedded)
-
-    def terminal() -> dict[str, Any] | None:
-        status = status_of(custom, namespace, RUN)
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    return wait_for(terminal, timeout=RUN_TIMEOUT, what="the run to finish", interval=5)
+    return wait_for_phase(custom, namespace, RUN, "Succeeded", timeout=RUN_TIMEOUT, interval=5)
 
 
 def stage(status: dict[str, Any], name: str) -> dict[str, Any]:

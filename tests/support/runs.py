@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client
+from reasoning_operator.status import ended_because
 from reasoning_pipeline.spec import Stage
 
 from tests.support.kwok import finish_on_cue
@@ -22,6 +23,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LABEL_RUN, LABEL_STAGE, LABEL_ROLE = "reasoning.dev/run", "reasoning.dev/stage", "reasoning.dev/role"
 GROUP, VERSION, PLURAL = "reasoning.dev", "v1alpha1", "reasoningruns"
 STAGE_TIMEOUT = 90
+TERMINAL = ("Succeeded", "Failed")
 
 
 @contextlib.contextmanager
@@ -81,6 +83,21 @@ def stage_summary(stage: Stage, phase: str = "Succeeded", **extra: Any) -> str:
     )
 
 
+def run_ended(
+    custom: client.CustomObjectsApi, namespace: str, name: str, *, expecting: str | None = None
+) -> Callable[[], str | None]:
+    """For `wait_for(unless=…)`: the reason waiting on run `name` is pointless once it is Succeeded or
+    Failed (other than `expecting`), with its message and the failed stage's name and message."""
+
+    def ended() -> str | None:
+        status = status_of(custom, namespace, name)
+        if status.get("phase") in TERMINAL and status.get("phase") != expecting:
+            return f"run {name} is {ended_because(status)}"
+        return None
+
+    return ended
+
+
 def running_pod(core: client.CoreV1Api, namespace: str, run: str, stage: Stage) -> client.V1Pod:
     """The stage's driver pod (the trainer's master) once it runs and has not been told to finish."""
 
@@ -100,7 +117,12 @@ def running_pod(core: client.CoreV1Api, namespace: str, run: str, stage: Stage) 
                 return pod
         return None
 
-    found: client.V1Pod = wait_for(probe, timeout=STAGE_TIMEOUT, what=f"a running {stage.value} pod of {run}")
+    found: client.V1Pod = wait_for(
+        probe,
+        timeout=STAGE_TIMEOUT,
+        what=f"a running {stage.value} pod of {run}",
+        unless=run_ended(client.CustomObjectsApi(core.api_client), namespace, run),
+    )
     return found
 
 
@@ -117,12 +139,28 @@ def complete_stage(core: client.CoreV1Api, namespace: str, run: str, stage: Stag
     finish(core, running_pod(core, namespace, run, stage), "Succeeded", stage_summary(stage, **summary))
 
 
-def wait_for_phase(custom: client.CustomObjectsApi, namespace: str, name: str, phase: str) -> dict[str, Any]:
+def wait_for_phase(
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    phase: str,
+    *,
+    timeout: float = STAGE_TIMEOUT,
+    interval: float = 0.25,
+) -> dict[str, Any]:
+    """The run's status once it is in `phase`; fails at once if it ends in another."""
+
     def reached() -> dict[str, Any] | None:
         status = status_of(custom, namespace, name)
         return status if status.get("phase") == phase else None
 
-    return wait_for(reached, timeout=STAGE_TIMEOUT, what=f"run {name} to be {phase}")
+    return wait_for(
+        reached,
+        timeout=timeout,
+        what=f"run {name} to be {phase}",
+        interval=interval,
+        unless=run_ended(custom, namespace, name, expecting=phase),
+    )
 
 
 def wait_for_events(

@@ -96,7 +96,9 @@ class Recipe:
     max_new_tokens: int = 256
     tokenizer_problems: int = 4000
     teacher: ModelShape = TEACHER_SHAPE
-    teacher_steps: int = 1000
+    # 1,000 steps left the teacher on an edge: 7–41 % held-out at T=0.7 depending on the last bits of the
+    # CPU's kernels (16 % here on the pinned ones); 1,600 take it past the edge (61 %, greedy 63 %).
+    teacher_steps: int = 1600
     teacher_batch: int = 32
     teacher_learning_rate: float = 3e-3
     # The student starts from the teacher's weights and is then taught the same arithmetic written with a
@@ -293,7 +295,7 @@ def check_floors(recipe: Recipe, teacher: Mapping[str, Any], student: Mapping[st
         raise BelowFloorError(
             f"teacher held-out accuracy {teacher_accuracy:.0%} ({teacher['held_out_correct']}/"
             f"{teacher['held_out_measured']} at T={RECIPE_TEMPERATURE}) is below the floor of "
-            f"{recipe.teacher_floor:.0%} the demo needs"
+            f"{recipe.teacher_floor:.0%} the demo needs (greedy: {teacher['held_out_accuracy_greedy']:.0%})"
         )
     if student_accuracy > recipe.student_ceiling:
         raise BelowFloorError(
@@ -430,7 +432,10 @@ def _build_into(
         },
         **_measure(teacher, tokenizer, measured, seed=seed),
     }
-    log(f"teacher: held-out accuracy at T={RECIPE_TEMPERATURE}: {teacher_entry['held_out_accuracy']:.0%}")
+    log(
+        f"teacher: held-out accuracy at T={RECIPE_TEMPERATURE}: {teacher_entry['held_out_accuracy']:.0%}, "
+        f"greedy {teacher_entry['held_out_accuracy_greedy']:.0%}"
+    )
 
     student = pruned_copy(teacher, recipe.student_layers)
     _teach(

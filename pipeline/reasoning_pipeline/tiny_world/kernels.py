@@ -1,16 +1,15 @@
 """The CPU kernels a tiny-world build runs on, pinned so that every machine of this kind computes the same
 bits, and the machine facts its manifest records.
 
-Measured on these machines (30 training steps of the teacher, weights hashed; `tests/bench`-free, see the
-README's reproducibility table): what changes the weights is torch's own kernel set, chosen per process
-from the CPU's instruction set (`ATEN_CPU_CAPABILITY`: `default` and `avx2` differ, and a machine with
-AVX-512 picks `avx512` unless told), and MKL's matrix-multiply code path (`MKL_CBWR=COMPATIBLE` differs
-from the rest). The thread count (1 or 2), `ONEDNN_MAX_CPU_ISA` and `MKL_ENABLE_INSTRUCTIONS` did not
-change a bit. So a build runs in a process of its own whose environment pins torch to its AVX2 kernels
-(every machine of this kind has AVX2; AVX-512 machines run them too) and MKL to its AVX2 branch, with a
-fixed thread count: MKL's conditional numerical reproducibility promises the same bits for the same
-branch and thread count on any CPU that has the branch. `COMPATIBLE` (MKL's SSE2 path, the same on any
-x86-64) would promise it without the AVX2 condition but trains 2.6 times slower here.
+Measured here (AMD EPYC, AVX2; 30 teacher training steps, the weights hashed, one setting changed at a
+time): torch's own kernel set, which it picks per process from the CPU's instruction set, changes the
+weights (`ATEN_CPU_CAPABILITY`: `default` ≠ `avx2`; a machine with AVX-512 picks `avx512` unless told),
+and so does MKL's `MKL_CBWR=COMPATIBLE` path. MKL's other branches (AUTO, AVX, AVX2, `AVX2,STRICT`) gave
+one and the same hash, as did 1 or 2 threads, `ONEDNN_MAX_CPU_ISA` and `MKL_ENABLE_INSTRUCTIONS`. So a
+build runs in a process of its own whose environment pins torch to its AVX2 kernels (every machine of
+this kind has AVX2; AVX-512 machines run them too), MKL to its AVX2 branch (on Intel CPUs MKL promises
+the same bits for the same branch and thread count) and the thread count to 2. `COMPATIBLE`, MKL's path
+that is the same on any x86-64, trains 2.6 times slower here, so only a CPU without AVX2 gets it.
 """
 
 from __future__ import annotations

@@ -107,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
     check = verbs.add_parser("check", help="verdicts of the filter's checkers for JSON Lines on stdin")
     check.add_argument("kind", choices=["math", "code"])
-    check.add_argument("--workers", type=int, default=0, help="checker processes (default: one per CPU)")
+    check.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="checker processes (default: one per CPU in the cgroup limit)",
+    )
     verbs.add_parser(
         "tiny-world",
         help="build (once, cached) the tiny tokenizer, teacher and student; see tiny-world --help",

@@ -317,7 +317,7 @@ class CodeCheck(SpecModel):
 class FilterSpec(StageCommon):
     math: MathCheck = Field(default_factory=MathCheck, description="Math answer checking.")
     code: CodeCheck = Field(default_factory=CodeCheck, description="Sandboxed code checking.")
-    workers: int = Field(default=0, ge=0, description="Checker processes; 0 = one per CPU.")
+    workers: int = Field(default=0, ge=0, description="Checker processes; 0 = one per CPU of the pod limit.")
     input_path: str | None = Field(
         default=None, description="Rewritten traces to use instead of the rewrite stage's output."
     )

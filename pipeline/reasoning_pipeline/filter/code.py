@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from reasoning_pipeline.cpus import usable_cpus
 from reasoning_pipeline.filter.sandbox import (
     IsolationLevel,
     Sandbox,
@@ -419,9 +420,7 @@ class CodeChecker:
         self.limits = limits
         self.interpreter = default_interpreter()
         self.isolation = isolation_level(self.interpreter)  # probed here once, not in every worker
-        self._workers = [
-            _Worker(self.isolation, self.interpreter) for _ in range(workers or os.cpu_count() or 1)
-        ]
+        self._workers = [_Worker(self.isolation, self.interpreter) for _ in range(workers or usable_cpus())]
         self._selector = selectors.DefaultSelector()
 
     def check_many(self, items: Iterable[tuple[str, CodeTests, float | None]]) -> Iterator[CodeVerdict]:

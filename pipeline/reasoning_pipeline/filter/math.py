@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import cmath
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +18,7 @@ from typing import Any
 from math_verify import parse, verify
 
 from reasoning_pipeline.boxed import last_boxed
+from reasoning_pipeline.cpus import usable_cpus
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -78,7 +78,7 @@ class MathChecker:
 
     def __init__(self, timeout_seconds: float = 5, workers: int = 0) -> None:
         self.timeout_seconds = timeout_seconds
-        self._pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        self._pool = ProcessPoolExecutor(max_workers=workers or usable_cpus())
 
     def check_many(self, pairs: Iterable[tuple[str, str]]) -> Iterator[MathVerdict]:
         items = ((response, reference, self.timeout_seconds) for response, reference in pairs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from reasoning_pipeline.errors import StageError
@@ -20,7 +21,7 @@ PROMPTS_FILE = "prompts.jsonl"
 @dataclass
 class SourceCounts:
     candidates: int = 0
-    """Rows that passed the source's filters."""
+    """Rows that passed the source's filters (the first `first` of them, when set)."""
     selected: int = 0
     """After the seeded shuffle and the source's limit."""
     duplicates: int = 0
@@ -35,7 +36,7 @@ class Mix:
 
 
 def mix_sources(spec: DataSpec, paths: RunPaths) -> Mix:
-    """Each source filtered, shuffled by (seed, source name), limited; then concatenated and deduplicated.
+    """Each source filtered, cut to its `first`, shuffled by (seed, source name), limited; then deduplicated.
 
     Shuffling before the limit makes `limit` a random sample, the same for the same seed; keying the
     shuffle by source name keeps one source's order independent of the others.
@@ -44,7 +45,8 @@ def mix_sources(spec: DataSpec, paths: RunPaths) -> Mix:
     seen: set[str] = set()
     for source in spec.sources:
         counts = mix.counts.setdefault(source.name, SourceCounts())
-        candidates = list(track(problems_of(source, spec.seed, paths), None, f"data: reading {source.name}"))
+        in_order = islice(problems_of(source, spec.seed, paths), source.first)
+        candidates = list(track(in_order, None, f"data: reading {source.name}"))
         counts.candidates = len(candidates)
         random.Random(f"{spec.seed}:{source.name}").shuffle(candidates)
         selected = candidates[: source.limit] if source.limit else candidates

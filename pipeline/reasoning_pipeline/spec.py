@@ -180,7 +180,15 @@ class DataSource(SpecModel):
     difficulties: list[str] = Field(
         default_factory=list, description="Keep only these difficulties (TACO: EASY, MEDIUM, …)."
     )
-    limit: int | None = Field(default=None, ge=1, description="At most this many records, after filtering.")
+    first: int | None = Field(
+        default=None,
+        ge=1,
+        description="Keep only the first this many records that pass the filters, in the dataset's order, "
+        "before the shuffle (Sky-T1's olympiads pool is the subset's first 20,000).",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="At most this many records, a seeded random sample after filtering."
+    )
     task: str | None = Field(default=None, description="reasoning-gym task name (e.g. basic_arithmetic).")
     size: int = Field(default=100, ge=1, description="reasoning-gym: how many problems to generate.")
 
@@ -195,16 +203,18 @@ class DataSource(SpecModel):
 
 
 def default_sources() -> list[DataSource]:
-    # Sky-T1's candidate pools: Numina subsets, APPS test, TACO MEDIUM, STILL-2's science/puzzles.
+    # Sky-T1's candidate pools: Numina subsets (olympiads' first 20,000), APPS test, TACO train
+    # MEDIUM and TACO test, STILL-2's science/puzzles.
     numina = "AI-MO/NuminaMath-CoT"
     return [
         DataSource(name="numina-amc-aime", format="numina", hub_id=numina, subsets=["amc_aime"]),
         DataSource(name="numina-math", format="numina", hub_id=numina, subsets=["math"]),
         DataSource(
-            name="numina-olympiads", format="numina", hub_id=numina, subsets=["olympiads"], limit=20000
+            name="numina-olympiads", format="numina", hub_id=numina, subsets=["olympiads"], first=20000
         ),
         DataSource(name="apps", format="apps", hub_id="codeparrot/apps", split="test"),
         DataSource(name="taco", format="taco", hub_id="BAAI/TACO", split="train", difficulties=["MEDIUM"]),
+        DataSource(name="taco-test", format="taco", hub_id="BAAI/TACO", split="test"),
         DataSource(name="still2", format="still2", hub_id="RUC-AIBOX/long_form_thought_data_5k"),
     ]
 

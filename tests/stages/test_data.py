@@ -16,7 +16,7 @@ from reasoning_pipeline import data
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.prompts import APPS_STDIN_PREFIX
 from reasoning_pipeline.sources import normalise_question
-from reasoning_pipeline.spec import ReasoningRun
+from reasoning_pipeline.spec import ReasoningRun, default_sources
 from reasoning_pipeline.storage import RunPaths, read_jsonl
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
@@ -115,6 +115,25 @@ def test_same_seed_same_bytes_other_seed_other_sample(tmp_path: Path) -> None:
         picks.add(tuple(r["id"] for r in records if r["source"] == "numina"))
     assert all(len(p) == 2 for p in picks)
     assert len(picks) > 1, "the limit must sample by seed, not take the file's first rows"
+
+
+def test_first_takes_the_dataset_order_before_the_shuffle(tmp_path: Path) -> None:
+    numina = next(s for s in fixture_sources() if s["name"] == "numina")
+    picks = set()
+    for seed in range(4):
+        records, summary = run_data(tmp_path / f"s{seed}", [{**numina, "first": 2}], seed=seed)
+        picks.add(frozenset(r["id"] for r in records))
+        assert summary.metrics["sources"]["numina"]["candidates"] == 2
+    assert len(picks) == 1, "first is a fixed pool, whatever the seed"
+    assert len(next(iter(picks))) == 2
+
+
+def test_the_default_sources_are_sky_t1s_candidate_pools() -> None:
+    sources = {s.name: s for s in default_sources()}
+    assert (sources["numina-olympiads"].first, sources["numina-olympiads"].limit) == (20000, None)
+    assert (sources["taco"].split, sources["taco"].difficulties) == ("train", ["MEDIUM"])
+    assert (sources["taco-test"].split, sources["taco-test"].difficulties) == ("test", [])
+    assert sources["apps"].split == "test"
 
 
 def test_a_local_dataset_folder_loads_through_datasets(tmp_path: Path) -> None:

@@ -79,7 +79,12 @@ def test_the_full_recipe_runs_stage_by_stage_to_succeeded(
     assert "--tensor-parallel-size 8" in arguments
     assert container.resources.limits["nvidia.com/gpu"] == "8"
     assert teacher.spec.template.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    assert core.read_namespaced_service(f"{run}-generate-server", namespace).spec.ports[0].port == 8000
+    service = wait_for(
+        lambda: core.list_namespaced_service(namespace, field_selector=f"metadata.name={run}-generate-server").items,
+        timeout=STAGE_TIMEOUT,
+        what="the teacher Service",
+    )[0]
+    assert service.spec.ports[0].port == 8000
     config = core.read_namespaced_config_map(f"{run}-config", namespace).data["run.yaml"]
     sampling = yaml.safe_load(config)["spec"]["generation"]["sampling"]
     assert (sampling["maxTokens"], sampling["temperature"]) == (16384, 0.7)

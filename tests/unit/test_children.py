@@ -231,7 +231,7 @@ def test_servers_outlive_driver_attempts_and_drivers_do_not_share_names() -> Non
         [c for c in children if c["kind"] != "Job"] for children in (first, second)
     )
     assert first_servers == second_servers
-    assert [c["kind"] for c in first_servers] == ["Deployment", "Service"]
+    assert [c["kind"] for c in first_servers] == ["Service", "Deployment"]
     assert only(first, "Job")["metadata"]["name"] == "sky-t1-32b-preview-generate-1"
     assert only(second, "Job")["metadata"]["name"] == "sky-t1-32b-preview-generate-2"
     assert only(second, "Job")["metadata"]["labels"][LABEL_ATTEMPT] == "2"
@@ -242,7 +242,7 @@ def test_server_and_driver_children_split_a_stage() -> None:
     run = make_run(SKY_T1)
     servers = stages.server_children(run, Stage.GENERATE)
     drivers = stages.driver_children(run, Stage.GENERATE, 1)
-    assert [c["kind"] for c in servers] == ["Deployment", "Service"]
+    assert [c["kind"] for c in servers] == ["Service", "Deployment"], "the Service resolves before its pods start"
     assert [c["kind"] for c in drivers] == ["Job"]
     assert stages.children(run, Stage.GENERATE, 1) == servers + drivers
 
@@ -649,7 +649,7 @@ def test_tiny_compares_with_the_base_model_on_one_transformers_server() -> None:
     run = make_run(TINY)
     assert run.spec.evaluation.compare_with_base
     children = stages.children(run, Stage.EVALUATE, 1)
-    assert [c["kind"] for c in children] == ["Deployment", "Service", "Job"]
+    assert [c["kind"] for c in children] == ["Service", "Deployment", "Job"]
     (container,) = containers(only(children, "Deployment"))
     assert container["command"] == ["transformers", "serve"]
     # unpinned: the one server answers for the trained model and its base, each named by its folder

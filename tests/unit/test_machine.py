@@ -160,8 +160,8 @@ def test_stages_follow_in_order_and_the_teacher_goes_when_generation_ends() -> N
     cluster.finish(Stage.DATA, 1)
     plan = cluster.step()
     assert cluster.kinds(plan.create) == [
-        ("Deployment", "sky-t1-32b-preview-generate-server"),
         ("Service", "sky-t1-32b-preview-generate-server"),
+        ("Deployment", "sky-t1-32b-preview-generate-server"),
         ("Job", "sky-t1-32b-preview-generate-1"),
     ]
     assert stage_phases(plan.status)["data"] == "Succeeded"
@@ -282,8 +282,8 @@ def test_suspend_stops_the_driver_and_the_teacher_and_resume_brings_them_back() 
     plan = cluster.step()
     assert [(c.name, flag) for c, flag in plan.suspend] == [("sky-t1-32b-preview-generate-1", False)]
     assert cluster.kinds(plan.create) == [
-        ("Deployment", "sky-t1-32b-preview-generate-server"),
         ("Service", "sky-t1-32b-preview-generate-server"),
+        ("Deployment", "sky-t1-32b-preview-generate-server"),
     ]
     assert plan.status["phase"] == "Running"
 

@@ -66,11 +66,14 @@ def _plan(run: RunRef, stage: Stage) -> StagePlan:
 
 
 def server_children(run: RunRef, stage: Stage) -> list[Manifest]:
-    """The stage's servers (Deployment, then Service, for each); empty for most stages."""
+    """The stage's servers (Service, then Deployment, for each); empty for most stages.
+
+    The Service comes first, as Kubernetes' configuration guide advises, so that its name resolves
+    before the server's pods start and anyone who sees the Deployment also finds its Service."""
     return [
         manifest
         for server in _plan(run, stage).servers(run)
-        for manifest in (server_deployment(run, stage, server), server_service(run, stage, server))
+        for manifest in (server_service(run, stage, server), server_deployment(run, stage, server))
     ]
 
 

@@ -79,8 +79,9 @@ def test_the_full_recipe_runs_stage_by_stage_to_succeeded(
     assert "--tensor-parallel-size 8" in arguments
     assert container.resources.limits["nvidia.com/gpu"] == "8"
     assert teacher.spec.template.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    by_name = f"metadata.name={run}-generate-server"
     service = wait_for(
-        lambda: core.list_namespaced_service(namespace, field_selector=f"metadata.name={run}-generate-server").items,
+        lambda: core.list_namespaced_service(namespace, field_selector=by_name).items,
         timeout=STAGE_TIMEOUT,
         what="the teacher Service",
     )[0]

@@ -242,7 +242,7 @@ def test_server_and_driver_children_split_a_stage() -> None:
     run = make_run(SKY_T1)
     servers = stages.server_children(run, Stage.GENERATE)
     drivers = stages.driver_children(run, Stage.GENERATE, 1)
-    assert [c["kind"] for c in servers] == ["Service", "Deployment"], "the Service resolves before its pods start"
+    assert [c["kind"] for c in servers] == ["Service", "Deployment"], "it resolves before its pods start"
     assert [c["kind"] for c in drivers] == ["Job"]
     assert stages.children(run, Stage.GENERATE, 1) == servers + drivers
 

@@ -53,6 +53,10 @@ def _pool_has(pool_field: str) -> str:
     return f"self.nodePools.exists(p, p.name == {pool_field})"
 
 
+def _fits_context(sampling: str, server: str) -> str:
+    return f"!has({server}.maxModelLen) || {sampling}.maxTokens < {server}.maxModelLen"
+
+
 def _needs(stage_field: str, previous_field: str, input_field: str) -> str:
     return (
         f"!self.{stage_field}.enabled || self.{previous_field}.enabled || has(self.{stage_field}.inputPath)"
@@ -99,6 +103,25 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         "self.training.gpusPerNode <= p.gpusPerNode)",
         "training.gpusPerNode must not exceed the gpusPerNode of its node pool",
         ".training.gpusPerNode",
+    ),
+    (
+        _fits_context("self.generation.sampling", "self.generation.teacher"),
+        "generation.sampling.maxTokens must be less than generation.teacher.maxModelLen: the prompt needs "
+        "room in the context",
+        ".generation.sampling.maxTokens",
+    ),
+    (
+        _fits_context("self.evaluation.sampling", "self.evaluation.server"),
+        "evaluation.sampling.maxTokens must be less than evaluation.server.maxModelLen: the prompt needs "
+        "room in the context",
+        ".evaluation.sampling.maxTokens",
+    ),
+    (
+        "!has(self.evaluation.server.maxModelLen) || self.evaluation.benchmarks.all(b, !has(b.sampling) || "
+        "b.sampling.maxTokens < self.evaluation.server.maxModelLen)",
+        "evaluation.benchmarks[].sampling.maxTokens must be less than evaluation.server.maxModelLen: the "
+        "prompt needs room in the context",
+        ".evaluation.benchmarks",
     ),
     (
         _needs("generation", "data", "inputPath"),

@@ -124,6 +124,8 @@ class Request:
 class DriveReport:
     completed: int = 0
     permanent_failures: int = 0
+    unjournaled_refusals: dict[str, str] = field(default_factory=dict)
+    """Permanent failures kept out of the journal (on_permanent gave None), by key: asked again on a rerun."""
     transient_failures: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -138,12 +140,13 @@ async def drive(
     concurrency: int,
     max_retries: int,
     to_record: Callable[[Request, Completion], dict[str, Any]],
-    on_permanent: Callable[[Request, str], dict[str, Any]],
+    on_permanent: Callable[[Request, str], dict[str, Any] | None],
     on_done: Callable[[], object] = lambda: None,
     backoff: Backoff = Backoff(),
 ) -> DriveReport:
-    """Runs every request not yet journaled. A success or a permanent failure becomes a journal record;
-    a request still failing transiently after its retries is left out, so a rerun tries it again."""
+    """Runs every request not yet journaled. A success becomes a journal record, and so does a permanent
+    failure unless `on_permanent` gives None (then the report keeps its reason); a request still failing
+    transiently after its retries is left out, so a rerun tries it again."""
     report = DriveReport()
     pending = iter(requests)
     last_sync = time.monotonic()
@@ -167,7 +170,11 @@ async def drive(
                 completion = await complete_with_retries(complete, request.body, max_retries, backoff)
             except PermanentError as error:
                 report.permanent_failures += 1
-                record(on_permanent(request, str(error)))
+                entry = on_permanent(request, str(error))
+                if entry is None:
+                    report.unjournaled_refusals[request.key] = str(error)
+                else:
+                    record(entry)
                 continue
             except TransientError as error:
                 report.transient_failures[request.key] = str(error)

@@ -107,8 +107,27 @@ def to_record(request: Request, completion: Completion) -> dict[str, Any]:
     }
 
 
-def refused(request: Request, reason: str) -> dict[str, Any]:
-    return {"id": request.key, "item": request.payload["item"], "response": "", "error": reason}
+def not_journaled(request: Request, reason: str) -> None:
+    """A refused request stays out of the journal: what made the server refuse it (the context, the
+    sampling) may change before the next attempt, which then asks again."""
+    return None
+
+
+def unanswered(request: Request) -> dict[str, Any]:
+    """What a refused request is scored as: no answer, so wrong."""
+    return {"id": request.key, "item": request.payload["item"], "response": ""}
+
+
+def check_answered(name: str, refusals: dict[str, str], total: int, most: float) -> None:
+    """Fails (for good: the same requests are refused again) when the server refused more than `most`
+    of a benchmark's requests, with one of its messages; a score of mostly unanswered prompts is not a
+    score."""
+    if len(refusals) > most * total:
+        key, reason = next(iter(sorted(refusals.items())))
+        raise StageError(
+            f"evaluate {name}: the server refused {len(refusals)} of {total} requests, more than "
+            f"evaluation.maxUnansweredFraction ({most:g}) allows (e.g. {key}: {reason})"
+        )
 
 
 def score_responses(
@@ -228,7 +247,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
             requests = requests_for(contender, benchmark, sampling, spec.system_prompt)
             name = f"{contender.label}-{benchmark.name}"
             where = endpoint_for(contender, endpoint)
-            journaled, _, _ = run_journaled(
+            journaled, _, report = run_journaled(
                 stage_dir / f"{name}.journal.jsonl",
                 partial(
                     chat_over_http,
@@ -240,15 +259,17 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                     ready_timeout=1800,
                     description=f"evaluate {name}",
                     to_record=to_record,
-                    on_permanent=refused,
+                    on_permanent=not_journaled,
                 ),
                 total=len(requests),
                 max_retries=EVALUATION_RETRIES,
                 where=f"model endpoint {where} ({name})",
             )
-            responses = [journaled[r.key] for r in requests]
+            check_answered(name, report.unjournaled_refusals, len(requests), spec.max_unanswered_fraction)
+            responses = [journaled.get(r.key) or unanswered(r) for r in requests]
             verdicts = score_responses(benchmark, responses, run.spec.filter.code, spec.code_timeout_seconds)
             score = benchmark_score(benchmark, verdicts, sampling)
+            score["unanswered"] = len(report.unjournaled_refusals)
             score["provenance"] = provenance(contender, benchmark, sampling, spec)
             results.setdefault(contender.label, {})[benchmark.name] = score
             asked += len(requests)

@@ -157,7 +157,7 @@ async def chat_over_http(
     ready_timeout: float,
     description: str,
     to_record: Callable[[Request, Completion], dict[str, Any]],
-    on_permanent: Callable[[Request, str], dict[str, Any]],
+    on_permanent: Callable[[Request, str], dict[str, Any] | None],
 ) -> DriveReport:
     """Every request not yet journaled, against an OpenAI-compatible server once it answers."""
     timeout = aiohttp.ClientTimeout(total=request_timeout)

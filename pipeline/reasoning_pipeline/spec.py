@@ -457,6 +457,14 @@ class EvaluationSpec(StageCommon):
     compare_with_base: bool = Field(
         default=False, description="Also score training.baseModel, to show what the fine-tune changed."
     )
+    max_unanswered_fraction: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Most of one benchmark's requests the server may refuse (e.g. HTTP 400: prompt + "
+        "maxTokens over its context) before the stage fails with the server's message; the rest are "
+        "scored as wrong and counted as unanswered.",
+    )
 
 
 # --------------------------------------------------------------------------------------------- spec
@@ -497,6 +505,29 @@ class ReasoningRunSpec(SpecModel):
             if pool.name == name:
                 return pool
         raise KeyError(name)
+
+    @model_validator(mode="after")
+    def _answers_fit_the_context(self) -> Self:
+        """As the CRD's rules say: a server's context holds the prompt and maxTokens, so maxTokens alone
+        must leave room (what the prompts need is known only at run time)."""
+        generation, evaluation = self.generation, self.evaluation
+        benchmarks = [(f"benchmarks[{b.name}].sampling", b.sampling) for b in evaluation.benchmarks]
+        checks = [
+            ("generation.sampling", generation.sampling, "generation.teacher", generation.teacher),
+            *(
+                (f"evaluation.{where}", sampling, "evaluation.server", evaluation.server)
+                for where, sampling in [("sampling", evaluation.sampling), *benchmarks]
+                if sampling is not None
+            ),
+        ]
+        for sampling_field, sampling, server_field, server in checks:
+            if server.max_model_len is not None and sampling.max_tokens >= server.max_model_len:
+                raise ValueError(
+                    f"{sampling_field}.maxTokens ({sampling.max_tokens}) must be less than "
+                    f"{server_field}.maxModelLen ({server.max_model_len}): the prompt needs room in the "
+                    "context"
+                )
+        return self
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:

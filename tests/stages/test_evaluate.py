@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from reasoning_pipeline import evaluate
 from reasoning_pipeline.benchmarks import GPQA_TEMPLATE, build_benchmark, pass_at_k
+from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.prompts import NUMINA_TEMPLATE
 from reasoning_pipeline.sources import local_rows
 from reasoning_pipeline.spec import ReasoningRun
@@ -122,6 +123,33 @@ def test_scores_carry_their_provenance_and_a_rerun_asks_nothing_again(tmp_path: 
     assert shown["score"] == pytest.approx(66.67)
     assert shown["provenance"]["dtype"] == "float32"
     assert shown["provenance"]["prompt"] == provenance["promptTemplateSha256"][:12]
+
+
+def test_refused_requests_fail_the_stage_with_the_servers_message_never_a_silent_zero(tmp_path: Path) -> None:
+    """vLLM answers 400 when prompt + max_tokens exceed its context: one of math500's three prompts is
+    a third of the benchmark, far over the default maxUnansweredFraction."""
+    refused = Behaviour(answer=answer_by_model, refuse_containing="What is $3^2$")
+    with serve_fake_openai(refused) as server, pytest.raises(StageError) as failure:
+        evaluate.run(evaluation_run(tmp_path, server.base_url), RunPaths(tmp_path, "ev"))
+    message = str(failure.value)
+    assert "evaluate student-math500: the server refused 1 of 3 requests" in message
+    assert "evaluation.maxUnansweredFraction (0.01)" in message
+    assert 'HTTP 400: {"error": {"message": "maximum context length exceeded"}}' in message
+    assert not (tmp_path / "runs" / "ev" / "evaluate" / "results.json").exists()
+
+
+def test_refusals_within_the_stated_fraction_are_scored_wrong_counted_and_asked_again(tmp_path: Path) -> None:
+    refused = Behaviour(answer=answer_by_model, refuse_containing="Simplify")
+    with serve_fake_openai(refused) as server:
+        run = evaluation_run(tmp_path, server.base_url, maxUnansweredFraction=0.5)
+        evaluate.run(run, RunPaths(tmp_path, "ev"))
+        asked = server.traffic.requests
+        summary = evaluate.run(run, RunPaths(tmp_path, "ev"))
+        assert server.traffic.requests == asked + 1, "only the refused request is asked again"
+    math500 = summary.metrics["results"]["student"]["math500"]
+    assert (math500["unanswered"], math500["correct"]) == (1, 1)
+    assert math500["score"] == pytest.approx(33.33)
+    assert summary.metrics["results"]["student"]["aime24"]["unanswered"] == 0
 
 
 def test_the_base_model_is_asked_where_its_own_server_answers(

@@ -125,6 +125,17 @@ def manifest(spec: dict[str, Any]) -> dict[str, Any]:
             id="source-without-origin",
         ),
         pytest.param(
+            {"generation": {"teacher": {"model": "t", "maxModelLen": 16384}}},
+            "generation.sampling.maxTokens (16384) must be less than generation.teacher.maxModelLen (16384)",
+            id="teacher-context",
+        ),
+        pytest.param(
+            {"evaluation": {"server": {"maxModelLen": 32768}, "sampling": {"maxTokens": 30000}}},
+            "evaluation.benchmarks[aime24].sampling.maxTokens (32768) must be less than "
+            "evaluation.server.maxModelLen (32768)",
+            id="benchmark-context",
+        ),
+        pytest.param(
             {"generation": {"sampling": {"temperature": 3}}},
             "spec.generation.sampling.temperature",
             id="range",

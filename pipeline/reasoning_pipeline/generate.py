@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import aiohttp
@@ -142,6 +143,15 @@ def to_record(request: Request, completion: Completion) -> dict[str, Any]:
     }
 
 
+def is_truncated(trace: dict[str, Any]) -> bool:
+    """The server stopped the trace at max_tokens: its thought is cut and it has no final answer."""
+    return trace.get("finishReason") == "length"
+
+
+def truncated_by_source(traces: Iterable[dict[str, Any]]) -> dict[str, int]:
+    return dict(sorted(Counter(str(t.get("source")) for t in traces if is_truncated(t)).items()))
+
+
 def permanent_failure(request: Request, reason: str) -> dict[str, Any]:
     return {"id": request.key, "promptId": request.payload["prompt"]["id"], "error": reason}
 
@@ -209,11 +219,14 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     out = stage_dir / RAW_FILE
     written = atomic_write_jsonl(out, (done[r.key] for r in requests))
     tokens = sum(r.get("usage", {}).get("completionTokens", 0) for r in done.values())
+    truncated = truncated_by_source(done.values())
+    cut = sum(truncated.values())
+    fate = "kept" if spec.keep_truncated else "dropped before rewrite"
     return StageSummary(
         stage=Stage.GENERATE,
         phase="Succeeded",
         message=f"{written - failed} traces for {len(prompts)} prompts ({failed} refused by the server, "
-        f"{resumed} resumed from an earlier attempt)",
+        f"{cut} cut at maxTokens and {fate}, {resumed} resumed from an earlier attempt)",
         started_at=started_at,
         finished_at=now(),
         progress=Progress(done=written, total=len(requests)),
@@ -222,6 +235,8 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
             "requests": len(requests),
             "resumed": resumed,
             "refused": failed,
+            "truncated": cut,
+            "truncatedBySource": truncated,
             "completionTokens": tokens,
             "promptTokens": sum(r.get("usage", {}).get("promptTokens", 0) for r in done.values()),
             "requestsPerSecond": round(report.completed / report.seconds, 2) if report.seconds else None,

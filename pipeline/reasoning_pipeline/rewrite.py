@@ -24,6 +24,7 @@ from reasoning_pipeline.completions import (
     run_journaled,
 )
 from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.generate import is_truncated
 from reasoning_pipeline.progress import bar
 from reasoning_pipeline.spec import ReasoningRun, RewriteSpec, Stage
 from reasoning_pipeline.stage_input import read_stage_input, require_text_fields
@@ -94,12 +95,19 @@ def layout_problem(text: str, kind: str) -> str | None:
 
 
 def input_traces(run: ReasoningRun, paths: RunPaths) -> list[dict[str, Any]]:
-    """The teacher's traces, less those the teacher server refused."""
+    """The teacher's traces, less those the teacher server refused and, unless generation.keepTruncated,
+    those it cut at maxTokens."""
     path, records = read_stage_input(
         paths, run.spec.rewrite.input_path, Stage.GENERATE, "raw.jsonl", "rewrite.inputPath"
     )
     require_text_fields(path, records, "id")
-    traces = [r for r in records if "error" not in r]
+    answered = [r for r in records if "error" not in r]
+    traces = answered if run.spec.generation.keep_truncated else [r for r in answered if not is_truncated(r)]
+    if answered and not traces:
+        raise StageError(
+            f"{path}: the teacher cut every one of its {len(answered)} traces at maxTokens (finish reason "
+            "`length`): raise generation.sampling.maxTokens, or set generation.keepTruncated to use them"
+        )
     require_text_fields(path, traces, "response")
     return traces
 

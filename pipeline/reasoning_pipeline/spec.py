@@ -282,6 +282,11 @@ class GenerationSpec(StageCommon):
     input_path: str | None = Field(
         default=None, description="Prompts file to use instead of the data stage's output."
     )
+    keep_truncated: bool = Field(
+        default=False,
+        description="Pass traces the teacher stopped at sampling.maxTokens (finish reason `length`) on to "
+        "rewrite; by default they are counted per source and dropped, as a cut trace has no final answer.",
+    )
 
 
 # ------------------------------------------------------------------------------------------ rewrite

@@ -117,6 +117,16 @@ def test_a_refused_prompt_is_recorded_as_failed_and_the_rest_go_on(tmp_path: Pat
     assert summary.metrics["refused"] == 1
 
 
+def test_traces_cut_at_max_tokens_are_counted_per_source_and_kept_in_the_raw_file(tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.jsonl", 6)
+    with serve_fake_openai(Behaviour(truncate_containing="What is 4+1?")) as server:
+        summary = run_generate(tmp_path, server.base_url)
+    cut = [r["id"] for r in traces(tmp_path) if generate.is_truncated(r)]
+    assert cut == ["p0004"], "raw.jsonl keeps what the teacher said; rewrite decides what to use"
+    assert (summary.metrics["truncated"], summary.metrics["truncatedBySource"]) == (1, {"tiny": 1})
+    assert "1 cut at maxTokens and dropped before rewrite" in summary.message
+
+
 def test_an_unreachable_endpoint_fails_with_its_address(tmp_path: Path) -> None:
     write_prompts(tmp_path / "prompts.jsonl", 2)
     with socket.socket() as probe:

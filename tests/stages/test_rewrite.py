@@ -130,6 +130,36 @@ def test_unusable_answers_and_refusals_are_failed_records_never_data(tmp_path: P
     assert summary.metrics["failed"] == 2
 
 
+def cut_trace(trace_id: str) -> dict[str, Any]:
+    return {"id": trace_id, "kind": "math", "question": "?", "response": "Let me", "finishReason": "length"}
+
+
+def test_traces_the_teacher_cut_at_max_tokens_are_not_rewritten_unless_kept(
+    tmp_path: Path, api_key: str
+) -> None:
+    write_traces(tmp_path / "raw.jsonl", 2)
+    atomic_write_jsonl(tmp_path / "raw.jsonl", [*read_jsonl(tmp_path / "raw.jsonl"), cut_trace("t-cut")])
+    with serve_fake_openai(Behaviour(answer=layout_answer, api_key=api_key)) as server:
+        run_rewrite(tmp_path, server.base_url)
+        assert server.traffic.requests == 2
+        assert [r["id"] for r in outputs(tmp_path, "rewritten.jsonl")] == ["t000", "t001"]
+        run = rewrite_only_run(tmp_path, server.base_url)
+        run["spec"]["generation"] = {"enabled": False, "keepTruncated": True}
+        rewrite.run(ReasoningRun.model_validate(run), RunPaths(tmp_path, "kept"))
+    assert [r["id"] for r in read_jsonl(tmp_path / "runs" / "kept" / "rewrite" / "rewritten.jsonl")] == [
+        "t000",
+        "t001",
+        "t-cut",
+    ]
+
+
+def test_every_trace_cut_at_max_tokens_fails_naming_the_fields(tmp_path: Path, api_key: str) -> None:
+    atomic_write_jsonl(tmp_path / "raw.jsonl", [cut_trace("t-a"), cut_trace("t-b")])
+    every_cut = r"cut every one of its 2 traces at maxTokens.*generation\.keepTruncated"
+    with pytest.raises(StageError, match=every_cut):
+        run_rewrite(tmp_path, "http://127.0.0.1:9/v1")
+
+
 def test_rate_limits_are_waited_out_as_the_api_asks(tmp_path: Path, api_key: str) -> None:
     write_traces(tmp_path / "raw.jsonl", 6)
     behaviour = Behaviour(answer=layout_answer, rate_limit_first=3, retry_after="0.5")

@@ -34,6 +34,9 @@ class Behaviour:
     retry_after: str = "0.2"
     refuse_containing: str | None = None
     """A user message containing this gets 400 (a permanent failure)."""
+    truncate_containing: str | None = None
+    """A user message containing this gets half its answer with finish_reason `length`, as vLLM answers
+    when the sample reaches max_tokens."""
     server_error_every: int = 0
     """Every n-th request gets 500."""
     delay_seconds: float = 0.0
@@ -86,7 +89,9 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "maximum context length exceeded"}}, status=400)
         if behaviour.delay_seconds:
             await asyncio.sleep(behaviour.delay_seconds)
-        content = behaviour.answer(messages)
+        content, finish_reason = behaviour.answer(messages), "stop"
+        if behaviour.truncate_containing and behaviour.truncate_containing in prompt:
+            content, finish_reason = content[: len(content) // 2], "length"
         traffic.answered[prompt] += 1
         return web.json_response(
             {
@@ -98,7 +103,7 @@ class FakeOpenAI:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
+                        "finish_reason": finish_reason,
                     }
                 ],
                 "usage": {

@@ -72,6 +72,78 @@ def test_the_full_recipe_example_declares_the_defaults() -> None:
     assert run.spec.rewrite.api_key_secret is not None
 
 
+def test_the_full_recipe_example_has_recipe_mds_published_numbers() -> None:
+    """shared/RECIPE.md, section by section, against examples/sky-t1-32b-preview.yaml."""
+    spec = load_run(EXAMPLES / "sky-t1-32b-preview.yaml").spec
+    pools = {
+        s.name: (s.hub_id, s.split, s.subsets, s.difficulties, s.first, s.limit) for s in spec.data.sources
+    }
+    numina = "AI-MO/NuminaMath-CoT"
+    assert pools == {
+        "numina-amc-aime": (numina, "train", ["amc_aime"], [], None, None),
+        "numina-math": (numina, "train", ["math"], [], None, None),
+        "numina-olympiads": (numina, "train", ["olympiads"], [], 20000, None),  # "first 20,000"
+        "apps": ("codeparrot/apps", "test", [], [], None, None),
+        "taco": ("BAAI/TACO", "train", [], ["MEDIUM"], None, None),
+        "taco-test": ("BAAI/TACO", "test", [], [], None, None),
+        "still2": ("RUC-AIBOX/long_form_thought_data_5k", "train", [], [], None, None),
+    }
+    assert spec.data.deduplicate
+    generation = spec.generation
+    assert (generation.teacher.model, generation.teacher.engine, generation.teacher.tensor_parallel_size) == (
+        "Qwen/QwQ-32B-Preview",
+        "vllm",
+        8,
+    )
+    sampling = generation.sampling
+    assert (sampling.temperature, sampling.max_tokens, sampling.samples_per_prompt) == (0.7, 16384, 1)
+    assert (spec.rewrite.model, spec.rewrite.temperature, spec.rewrite.max_tokens) == (
+        "gpt-4o-mini",
+        0.7,
+        16384,
+    )
+    code = spec.filter.code
+    assert (spec.filter.math.timeout_seconds, code.test_timeout_seconds, code.problem_timeout_seconds) == (
+        5,
+        4,
+        10,
+    )
+    training = spec.training
+    assert (training.base_model, training.cutoff_len, training.precision) == (
+        "Qwen/Qwen2.5-32B-Instruct",
+        16384,
+        "bf16",
+    )
+    assert (training.micro_batch_size, training.gradient_accumulation_steps, training.global_batch_size) == (
+        1,
+        12,
+        96,
+    )
+    assert (training.learning_rate, training.lr_scheduler, training.warmup_ratio, training.epochs) == (
+        1e-5,
+        "cosine",
+        0.1,
+        3,
+    )
+    assert training.save_steps == 100
+    deepspeed = training.deepspeed
+    assert (deepspeed.zero_stage, deepspeed.offload_optimizer, deepspeed.offload_parameters) == (
+        3,
+        "cpu",
+        "cpu",
+    )
+    assert spec.pool("h100").gpu_hour_usd == 2.96
+    evaluation = spec.evaluation
+    greedy = (evaluation.sampling.temperature, evaluation.sampling.max_tokens, evaluation.sampling.seed)
+    assert greedy == (0.0, 32768, 41)
+    assert (evaluation.server.dtype, evaluation.code_timeout_seconds) == ("float32", 6)
+    sampled = {b.name: b.sampling for b in evaluation.benchmarks if b.sampling is not None}
+    assert {name: (s.temperature, s.max_tokens, s.seed) for name, s in sampled.items()} == {
+        "aime24": (0.7, 32768, 41),
+        "gpqa-diamond": (0.7, 32768, 41),
+    }
+
+
 def test_the_tiny_example_is_a_cpu_run_with_the_stand_in() -> None:
     run = load_run(EXAMPLES / "tiny.yaml")
     assert run.spec.training.world_size == 2

@@ -123,7 +123,7 @@ def check_answered(name: str, refusals: dict[str, str], total: int, most: float)
     of a benchmark's requests, with one of its messages; a score of mostly unanswered prompts is not a
     score."""
     if len(refusals) > most * total:
-        key, reason = next(iter(sorted(refusals.items())))
+        key, reason = min(refusals.items())
         raise StageError(
             f"evaluate {name}: the server refused {len(refusals)} of {total} requests, more than "
             f"evaluation.maxUnansweredFraction ({most:g}) allows (e.g. {key}: {reason})"

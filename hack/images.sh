@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's images, built with no image pulls: `base` is a Debian rootfs from debootstrap, imported
-# into Docker and cached as a tarball; `operator`, `pipeline` and `trainer` are `docker build`s on it
+# into Docker and cached as a tarball; `operator`, `pipeline`, `trainer` and `vllm` are `docker build`s on it
 # (images/*/Dockerfile, base given as the BASE build argument); `load` copies them into the local node's
 # containerd, where the kubelet finds them (imagePullPolicy IfNotPresent, nothing is pulled).
 #   hack/images.sh base | build [IMAGE...] | load [IMAGE...] | all
@@ -14,7 +14,7 @@ BASE_PACKAGES=python3,ca-certificates
 DEBIAN_MIRROR=${REASONING_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_KEY=$(printf '%s\n' "$BASE_PACKAGES" "$DEBIAN_MIRROR" "$UV_VERSION" "$(sed -n '/^make_rootfs()/,/^}/p' "$0")" | sha256sum | cut -c1-12)
 BASE_IMAGE=reasoning-operator/base:bookworm-$BASE_KEY
-ALL_IMAGES=(operator pipeline trainer)
+ALL_IMAGES=(operator pipeline trainer vllm)
 
 image_ref() { printf "ghcr.io/reasoning-operator/%s:%s" "$1" "$IMAGE_TAG"; }
 

@@ -28,3 +28,6 @@ bin_uv() { printf '%s/bin/uv' "$(tool_dir uv "$UV_VERSION")"; }
 require_command() { # NAME HOW-TO-GET
   command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed. $2"
 }
+# The host's vLLM (hack/vllm.sh venv), keyed by its lock: a re-pin makes a new one.
+vllm_venv_dir() { printf '%s/vllm-%s' "$CACHE_ROOT" "$(sha256sum "$REPO_ROOT/images/vllm/requirements.txt" | cut -c1-12)"; }
+bin_vllm_python() { printf '%s/bin/python' "$(vllm_venv_dir)"; }

@@ -53,4 +53,6 @@ install_node_packages
 log "syncing the Python workspace into $REPO_ROOT/.venv"
 # --locked: uv.lock is committed and must match the pyproject files, so every machine gets the same set
 (cd "$REPO_ROOT" && UV_PYTHON_DOWNLOADS=never "$(bin_uv)" sync --python "python$PYTHON_VERSION" --all-packages --all-extras --locked)
+# the model server of CPU pools, for the stage tests and `reasoning-pipeline run` (the vllm image has the same)
+"$HACK_DIR/vllm.sh" venv >/dev/null
 log "done: tools in $CACHE_ROOT ($(du -sh "$CACHE_ROOT" | cut -f1))"

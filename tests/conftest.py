@@ -1,10 +1,22 @@
-"""Shared pytest configuration: say which cluster the integration tests use."""
+"""Shared pytest configuration: say which cluster the integration tests use, and where vLLM is."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from tests.support.cluster import choose_target
+from reasoning_pipeline.local_server import VLLM_PYTHON_VARIABLE
+
+from tests.support.cluster import cached_tool, choose_target
+
+
+def pytest_configure() -> None:
+    # the stage tests and `reasoning-pipeline run` serve models with the vLLM `make setup` installed
+    # (hack/vllm.sh venv): it pins its own torch and transformers, so it is not in this venv
+    if not os.environ.get(VLLM_PYTHON_VARIABLE):
+        python = cached_tool("bin_vllm_python")
+        if Path(python).is_file():
+            os.environ[VLLM_PYTHON_VARIABLE] = python
 
 
 def pytest_report_header() -> str:
@@ -14,4 +26,5 @@ def pytest_report_header() -> str:
         if target.embedded
         else "a cluster given by the environment"
     )
-    return f"kubernetes: {kind}, kubeconfig {target.kubeconfig}"
+    vllm = os.environ.get(VLLM_PYTHON_VARIABLE, "not installed (make setup)")
+    return f"kubernetes: {kind}, kubeconfig {target.kubeconfig}; vLLM: {vllm}"

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
-from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, NodePool, ServedModel, Stage
+from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, NodePool, Resources, ServedModel, Stage
 
 from reasoning_operator.naming import (
     LABEL_ATTEMPT,
@@ -164,6 +164,8 @@ class Container:
     ports: Sequence[Manifest] = ()
     readiness_path: str | None = None
     working_dir: str | None = None
+    resources: Resources | None = None
+    """The container's own CPU and memory; the stage's when None."""
 
 
 POD_SECURITY_CONTEXT: Manifest = {
@@ -179,8 +181,10 @@ CONTAINER_SECURITY_CONTEXT: Manifest = {
 }
 
 
-def _resources(run: RunRef, stage: Stage, gpus: int, pool: NodePool | None) -> Manifest:
-    asked = run.spec.section(stage).resources
+def _resources(
+    run: RunRef, stage: Stage, gpus: int, pool: NodePool | None, own: Resources | None = None
+) -> Manifest:
+    asked = own or run.spec.section(stage).resources
     requests = {"cpu": asked.cpu, "memory": asked.memory}
     if not gpus:
         return {"requests": requests, "limits": dict(requests)}
@@ -240,7 +244,7 @@ def _container(run: RunRef, stage: Stage, container: Container, pool: NodePool |
             "httpGet": {"path": container.readiness_path, "port": SERVER_PORT_NAME},
             "periodSeconds": 10,
         }
-    built["resources"] = _resources(run, stage, container.gpus, pool)
+    built["resources"] = _resources(run, stage, container.gpus, pool, container.resources)
     built["volumeMounts"] = _volume_mounts(run)
     built["securityContext"] = CONTAINER_SECURITY_CONTEXT
     # the stage program writes its summary there; a crash before it did still leaves the log's tail
@@ -336,11 +340,26 @@ def served_model_names(model: str, mount_path: str) -> list[str]:
     return [model, str(PurePosixPath(mount_path) / model)]
 
 
+def vllm_cpu_env(served: ServedModel) -> list[EnvVar]:
+    """vLLM on a CPU pool: its KV cache in GiB, no thread pinning (a pod under a CPU quota shares its
+    cores), and as many threads as the container's CPU limit (the Downward API rounds it up), not the
+    node's core count."""
+    threads = {
+        "resourceFieldRef": {"containerName": SERVER_CONTAINER, "resource": "limits.cpu", "divisor": "1"}
+    }
+    return [
+        {"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(served.cpu_kv_cache_gib)},
+        {"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"},
+        {"name": "OMP_NUM_THREADS", "valueFrom": threads},
+    ]
+
+
 def model_server_container(
-    run: RunRef, served: ServedModel, *, model: str, revision: str | None
+    run: RunRef, served: ServedModel, pool: NodePool, *, model: str, revision: str | None
 ) -> Container:
-    """vLLM on GPUs, or `transformers serve` on CPU. Both start in the storage root, so that a relative
-    model path resolves there as it does for the stage programs, and a hub id is downloaded."""
+    """vLLM (on the pool's GPUs, or on its CPUs when it has none), or `transformers serve` on CPU. Both
+    start in the storage root, so that a relative model path resolves there as it does for the stage
+    programs, and a hub id is downloaded."""
     mount = run.spec.storage.mount_path
     if served.engine == "transformers":
         # No model argument: given one, `transformers serve` refuses requests naming it any other way,
@@ -354,12 +373,17 @@ def model_server_container(
             arguments,
             readiness_path="/v1/models",
             working_dir=mount,
+            resources=served.resources,
         )
+    on_gpus = pool.gpus_per_node > 0
     arguments = ["--model", model, "--served-model-name", *served_model_names(model, mount)]
     arguments += ["--tensor-parallel-size", str(served.tensor_parallel_size), "--dtype", served.dtype]
-    arguments += ["--gpu-memory-utilization", str(served.gpu_memory_utilization)]
+    if on_gpus:
+        arguments += ["--gpu-memory-utilization", str(served.gpu_memory_utilization)]
     if served.max_model_len is not None:
         arguments += ["--max-model-len", str(served.max_model_len)]
+    if served.enforce_eager:
+        arguments.append("--enforce-eager")
     if revision:
         arguments += ["--revision", revision]
     arguments += ["--port", str(SERVER_PORT)]
@@ -369,7 +393,9 @@ def model_server_container(
         arguments,
         readiness_path="/health",
         working_dir=mount,
-        gpus=served.tensor_parallel_size,
+        gpus=served.tensor_parallel_size if on_gpus else 0,
+        env=() if on_gpus else vllm_cpu_env(served),
+        resources=served.resources,
     )
 
 
@@ -383,10 +409,11 @@ def model_server(
     revision: str | None,
     endpoint_variable: str,
 ) -> Server:
+    pool = node_pool(run, served.node_pool, pool_field)
     return Server(
         role=role,
-        container=model_server_container(run, served, model=model, revision=revision),
-        pool=node_pool(run, served.node_pool, pool_field),
+        container=model_server_container(run, served, pool, model=model, revision=revision),
+        pool=pool,
         replicas=served.replicas,
         endpoint_variable=endpoint_variable,
     )

@@ -12,10 +12,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.storage import Journal
+
+if TYPE_CHECKING:  # served.py raises this module's FatalError
+    from reasoning_pipeline.served import ServerFacts
 
 # A journal fsync per record would cap throughput at the disk's sync rate; every record is still
 # written (flushed to the OS) before it counts, so a killed process loses nothing it reported.
@@ -130,6 +133,8 @@ class DriveReport:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    server: ServerFacts | None = None
+    """What the server said about itself before the first request (HTTP drivers)."""
 
 
 async def drive(

@@ -23,7 +23,8 @@ from reasoning_pipeline.completions import Completion, Request, run_journaled
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_verdict, parse_tests
 from reasoning_pipeline.filter.math import MathChecker
-from reasoning_pipeline.generate import chat_over_http
+from reasoning_pipeline.generate import Budget, chat_over_http
+from reasoning_pipeline.served import ServerFacts
 from reasoning_pipeline.sources import hub_rows, local_rows
 from reasoning_pipeline.spec import BenchmarkSpec, CodeCheck, EvaluationSpec, ReasoningRun, Sampling, Stage
 from reasoning_pipeline.storage import RunPaths, atomic_write_json
@@ -102,9 +103,19 @@ def to_record(request: Request, completion: Completion) -> dict[str, Any]:
         "id": request.key,
         "item": request.payload["item"],
         "response": completion.text,
+        "promptTokens": completion.prompt_tokens,
         "completionTokens": completion.completion_tokens,
         "finishReason": completion.finish_reason,
     }
+
+
+def cut_to_fit(responses: list[dict[str, Any]], max_tokens: int, server: ServerFacts | None) -> int:
+    """Answers the server gave less room than maxTokens: where prompt + maxTokens exceed its context,
+    vLLM lowers max_tokens to what the prompt leaves, without a word. Counted, so a score says so."""
+    if server is None or server.max_model_len is None:
+        return 0
+    limit = server.max_model_len
+    return sum(1 for r in responses if r.get("promptTokens") and r["promptTokens"] + max_tokens > limit)
 
 
 def not_journaled(request: Request, reason: str) -> None:
@@ -191,14 +202,28 @@ def benchmark_score(
     return score
 
 
+def sampling_field(spec: EvaluationSpec, benchmark: BenchmarkSpec) -> str:
+    """The spec field a benchmark's answer budget comes from, for messages."""
+    if benchmark.sampling is None:
+        return "evaluation.sampling.maxTokens"
+    return f"evaluation.benchmarks[{spec.benchmarks.index(benchmark)}].sampling.maxTokens"
+
+
 def provenance(
-    contender: Contender, benchmark: Benchmark, sampling: Sampling, spec: EvaluationSpec
+    contender: Contender,
+    benchmark: Benchmark,
+    sampling: Sampling,
+    spec: EvaluationSpec,
+    server: ServerFacts | None = None,
 ) -> dict[str, Any]:
+    served = server or ServerFacts()
     return {
         "model": contender.model,
         "revision": contender.revision,
         "dtype": spec.server.dtype,
         "engine": spec.server.engine,
+        "engineVersion": served.version,
+        "maxModelLen": served.max_model_len,
         "sampling": sampling.model_dump(by_alias=True),
         "samples": sampling.samples_per_prompt,
         "promptTemplateSha256": benchmark.template_sha256,
@@ -215,6 +240,7 @@ def compact_provenance(full: dict[str, Any]) -> dict[str, Any]:
         "model": full["model"],
         "revision": full["revision"],
         "dtype": full["dtype"],
+        "engine": " ".join(str(p) for p in (full.get("engine"), full.get("engineVersion")) if p),
         "temperature": sampling.get("temperature"),
         "maxTokens": sampling.get("maxTokens"),
         "seed": sampling.get("seed"),
@@ -260,6 +286,8 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                     description=f"evaluate {name}",
                     to_record=to_record,
                     on_permanent=not_journaled,
+                    model=contender.model,
+                    budget=Budget(sampling.max_tokens, sampling_field(spec, benchmark_spec)),
                 ),
                 total=len(requests),
                 max_retries=EVALUATION_RETRIES,
@@ -270,7 +298,8 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
             verdicts = score_responses(benchmark, responses, run.spec.filter.code, spec.code_timeout_seconds)
             score = benchmark_score(benchmark, verdicts, sampling)
             score["unanswered"] = len(report.unjournaled_refusals)
-            score["provenance"] = provenance(contender, benchmark, sampling, spec)
+            score["cutToFit"] = cut_to_fit(responses, sampling.max_tokens, report.server)
+            score["provenance"] = provenance(contender, benchmark, sampling, spec, report.server)
             results.setdefault(contender.label, {})[benchmark.name] = score
             asked += len(requests)
     out = stage_dir / RESULTS_FILE

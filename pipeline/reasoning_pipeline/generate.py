@@ -12,6 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,7 @@ from reasoning_pipeline.completions import (
 )
 from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.progress import bar
+from reasoning_pipeline.served import ServerFacts, check_context, facts_from
 from reasoning_pipeline.spec import GenerationSpec, ReasoningRun, Stage
 from reasoning_pipeline.stage_input import read_stage_input, require_text_fields
 from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl
@@ -106,17 +108,34 @@ def make_complete(session: aiohttp.ClientSession, endpoint: str) -> Any:
     return complete
 
 
-async def wait_for_server(session: aiohttp.ClientSession, endpoint: str, timeout: float) -> None:
-    """vLLM takes minutes to load a 32B model; the driver Job may start before it is ready."""
+async def _get_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    try:
+        async with session.get(url) as response:
+            if response.status != 200:
+                return None
+            body = await response.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def wait_for_server(
+    session: aiohttp.ClientSession, endpoint: str, timeout: float, model: str
+) -> ServerFacts:
+    """vLLM takes minutes to load a 32B model; the driver Job may start before it is ready. Returns what
+    the server says about itself and the model once it answers."""
     deadline = time.monotonic() + timeout
     last_error = ""
     while True:
         try:
             async with session.get(f"{endpoint}/models") as response:
                 if response.status == 200:
-                    return
+                    models = await response.json(content_type=None)
+                    # /version sits beside /v1 on vLLM; `transformers serve` has none (None)
+                    version = await _get_json(session, f"{endpoint.removesuffix('/v1')}/version")
+                    return facts_from(models if isinstance(models, dict) else {}, version, model)
                 last_error = f"HTTP {response.status}"
-        except (TimeoutError, aiohttp.ClientError) as error:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
             last_error = f"{type(error).__name__}: {error}"
         if time.monotonic() >= deadline:
             # the server may still be loading, or restarting on another node: the next attempt waits again
@@ -124,6 +143,14 @@ async def wait_for_server(session: aiohttp.ClientSession, endpoint: str, timeout
                 f"teacher endpoint {endpoint} unreachable after {timeout:.0f} s ({last_error})"
             )
         await asyncio.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The answer length the requests ask for, and the spec field it comes from."""
+
+    max_tokens: int
+    field: str
 
 
 def to_record(request: Request, completion: Completion) -> dict[str, Any]:
@@ -168,14 +195,18 @@ async def chat_over_http(
     description: str,
     to_record: Callable[[Request, Completion], dict[str, Any]],
     on_permanent: Callable[[Request, str], dict[str, Any] | None],
+    model: str,
+    budget: Budget,
 ) -> DriveReport:
-    """Every request not yet journaled, against an OpenAI-compatible server once it answers."""
+    """Every request not yet journaled, against an OpenAI-compatible server once it answers and once the
+    answers asked for fit the context it serves `model` with."""
     timeout = aiohttp.ClientTimeout(total=request_timeout)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        await wait_for_server(session, endpoint, ready_timeout)
+        facts = await wait_for_server(session, endpoint, ready_timeout, model)
+        check_context(facts, max_tokens=budget.max_tokens, field=budget.field, where=endpoint)
         with bar(len(requests), description, initial=len(journal)) as progress:
-            return await drive(
+            report = await drive(
                 requests,
                 journal,
                 make_complete(session, endpoint),
@@ -185,6 +216,7 @@ async def chat_over_http(
                 on_permanent=on_permanent,
                 on_done=lambda: progress.update(1),
             )
+    return replace(report, server=facts)
 
 
 def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
@@ -192,7 +224,8 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     spec = run.spec.generation
     prompts = input_prompts(run, paths)
     endpoint = teacher_endpoint(spec)
-    requests = list(sample_requests(spec, prompts, served_model_name(spec, paths)))
+    model = served_model_name(spec, paths)
+    requests = list(sample_requests(spec, prompts, model))
     stage_dir = paths.stage_dir(Stage.GENERATE)
     done, resumed, report = run_journaled(
         stage_dir / JOURNAL_FILE,
@@ -207,6 +240,8 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
             description="generate",
             to_record=to_record,
             on_permanent=permanent_failure,
+            model=model,
+            budget=Budget(spec.sampling.max_tokens, "generation.sampling.maxTokens"),
         ),
         total=len(requests),
         max_retries=spec.max_retries,
@@ -240,5 +275,6 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
             "completionTokens": tokens,
             "promptTokens": sum(r.get("usage", {}).get("promptTokens", 0) for r in done.values()),
             "requestsPerSecond": round(report.completed / report.seconds, 2) if report.seconds else None,
+            "server": report.server.as_status() if report.server else None,
         },
     )

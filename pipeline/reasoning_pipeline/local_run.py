@@ -1,8 +1,9 @@
 """`reasoning-pipeline run RUN.yaml`: every enabled stage in order, on this machine, with the same programs
 the pods run (each stage is its own process, as in its container). What the operator provides on a
-cluster is provided here: the teacher and the evaluated models are served by `transformers serve`, the
-rewrite stand-in runs when the spec asks for it, and training runs under torchrun. A stage whose summary
-says it succeeded is not run again, so a rerun resumes where the last one stopped.
+cluster is provided here: the teacher and the evaluated models are served on CPU by the engine the spec
+names (vLLM from $REASONING_VLLM_PYTHON, or `transformers serve`), the rewrite stand-in runs when the spec
+asks for it, and training runs under torchrun. A stage whose summary says it succeeded is not run again,
+so a rerun resumes where the last one stopped.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from reasoning_pipeline.evaluate import BASE_ENDPOINT_VARIABLE as EVAL_BASE_ENDPOINT
 from reasoning_pipeline.evaluate import ENDPOINT_VARIABLE as EVAL_ENDPOINT
+from reasoning_pipeline.evaluate import contenders
 from reasoning_pipeline.generate import ENDPOINT_VARIABLE as TEACHER_ENDPOINT
-from reasoning_pipeline.local_server import free_port, transformers_server
+from reasoning_pipeline.local_server import free_port, model_server
 from reasoning_pipeline.rewrite import BASE_URL_VARIABLE
 from reasoning_pipeline.spec import STAGE_ORDER, ReasoningRun, SpecError, Stage, load_run
 from reasoning_pipeline.storage import RunPaths
@@ -81,18 +84,23 @@ def _services(
     """Environment for one stage: the servers a cluster would have deployed for it."""
     spec = run.spec
     if stage is Stage.GENERATE and not spec.generation.teacher.endpoint:
-        teacher = str(paths.resolve(spec.generation.teacher.model))
-        print(f"  serving the teacher {teacher} with transformers serve (CPU)", file=sys.stderr)
-        return {
-            TEACHER_ENDPOINT: stack.enter_context(
-                transformers_server(teacher, dtype=spec.generation.teacher.dtype)
-            )
-        }
+        teacher = spec.generation.teacher
+        model = str(paths.resolve(teacher.model))
+        print(f"  serving the teacher {model} with {teacher.engine} (CPU)", file=sys.stderr)
+        return {TEACHER_ENDPOINT: stack.enter_context(model_server(teacher, model))}
     if stage is Stage.REWRITE and spec.rewrite.stand_in:
         print("  rewrite goes to the rule-based local stand-in, not a language model", file=sys.stderr)
         return {BASE_URL_VARIABLE: stack.enter_context(_rewrite_stand_in()), "OPENAI_API_KEY": STAND_IN_KEY}
     if stage is Stage.EVALUATE and not spec.evaluation.server.endpoint:
-        return {EVAL_ENDPOINT: stack.enter_context(transformers_server(dtype=spec.evaluation.server.dtype))}
+        served = spec.evaluation.server
+        if served.engine != "vllm":  # one server loads every model a request names
+            return {EVAL_ENDPOINT: stack.enter_context(model_server(served, None))}
+        endpoints = {}
+        for contender in contenders(run, paths):  # vLLM: one server per model, as the operator deploys
+            print(f"  serving {contender.model} with vllm (CPU)", file=sys.stderr)
+            variable = EVAL_BASE_ENDPOINT if contender.label == "base" else EVAL_ENDPOINT
+            endpoints[variable] = stack.enter_context(model_server(served, contender.model))
+        return endpoints
     return {}
 
 

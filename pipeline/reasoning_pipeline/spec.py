@@ -260,6 +260,23 @@ class ServedModel(SpecModel):
     )
     max_model_len: int | None = Field(default=None, ge=1, description="Context length the server allows.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM's memory fraction.")
+    enforce_eager: bool = Field(
+        default=False,
+        description="vLLM without CUDA graphs or torch.compile (--enforce-eager): starts sooner, runs "
+        "slower; for small models on CPU pools.",
+    )
+    cpu_kv_cache_gib: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="vLLM on a CPU pool: GiB of the server's memory for the KV cache "
+        "(VLLM_CPU_KVCACHE_SPACE); unused on GPUs.",
+    )
+    resources: Resources | None = Field(
+        default=None,
+        description="CPU and memory of the server container (on a GPU pool: requests only); the stage's "
+        "resources when empty.",
+    )
     endpoint: str | None = Field(
         default=None,
         description="Use this OpenAI-compatible base URL (e.g. http://host:8000/v1) instead of deploying a "

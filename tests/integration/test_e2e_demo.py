@@ -29,6 +29,7 @@ from tests.support.waiting import wait_for
 
 HACK = REPO_ROOT / "hack"
 RUN = "tiny"
+VLLM_VERSION = "0.32.0"  # images/vllm/requirements.txt
 RUN_TIMEOUT = 45 * 60  # cold containers on 2 cores: the whole recipe takes minutes, not this long
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT + 15 * 60)
 
@@ -98,6 +99,9 @@ def demo_namespace(
         "--timeout",
         "5m",
     )
+    # vLLM answers the demo's 160 prompts within seconds at its concurrency; one request at a time keeps
+    # the generate driver running long enough for the kill below to land part-way through the stage
+    run["spec"]["generation"]["concurrency"] = 1
     try:
         demo.apply_run(api, run)
         yield namespace, storage
@@ -176,6 +180,17 @@ def test_the_tiny_recipe_succeeds_on_real_containers(finished: dict[str, Any]) -
     scores = finished["results"]
     assert set(scores) == {"base", "student"}
     assert {"held-out"} == set(scores["student"]) == set(scores["base"])
+
+
+def test_the_teacher_and_the_evaluated_models_were_served_by_vllm(finished: dict[str, Any]) -> None:
+    """What the servers said about themselves (/v1/models, /version), as the status records it."""
+    assert stage(finished, "generate")["metrics"]["server"] == {
+        "engine": "vllm",
+        "version": VLLM_VERSION,
+        "maxModelLen": 2048,
+    }
+    for label in ("base", "student"):
+        assert finished["results"][label]["held-out"]["provenance"]["engine"] == f"vllm {VLLM_VERSION}"
 
 
 def test_every_output_is_on_the_volume_with_the_count_its_status_reports(

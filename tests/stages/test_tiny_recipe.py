@@ -28,13 +28,6 @@ DATASET_FILES = {
 pytestmark = pytest.mark.timeout(2400)
 
 
-@pytest.fixture(scope="module")
-def tiny_world() -> Any:
-    from reasoning_pipeline.tiny_world import build_tiny_world
-
-    return build_tiny_world()
-
-
 def run_tiny(root: Path, world: Any, change: Any = None) -> subprocess.CompletedProcess[str]:
     """examples/tiny.yaml, changed by `change(spec)`, run under `root` with the world linked in."""
     (root / "tiny-world").symlink_to(world.root)

@@ -468,7 +468,9 @@ def test_a_given_teacher_endpoint_means_no_server() -> None:
     assert stages.server_children(run, Stage.GENERATE) == []
 
 
-def test_tiny_teacher_is_served_by_transformers_on_cpu() -> None:
+def test_tiny_teacher_is_served_by_vllm_on_the_nodes_cpu() -> None:
+    """The same builder as on GPUs; only the image, the device (no GPU resource, vLLM's CPU settings),
+    the dtype and the resources differ."""
     run = make_run(TINY)
     deployment = only(stages.server_children(run, Stage.GENERATE), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -476,14 +478,48 @@ def test_tiny_teacher_is_served_by_transformers_on_cpu() -> None:
     assert pod["nodeSelector"] == {"reasoning.dev/pool": "local"}
     assert [t["key"] for t in pod["tolerations"]] == ["reasoning.dev/pool"]
     (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/reasoning-operator/vllm:0.1.0"
+    assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert flag(container, "--model") == "tiny-world/teacher"
+    assert flag(container, "--dtype") == "float32"
+    assert flag(container, "--max-model-len") == "2048"
+    assert "--enforce-eager" in arguments(container)
+    assert "--gpu-memory-utilization" not in arguments(container)
+    # the relative model folder resolves against the storage root, as it does for the stage programs
+    assert container["workingDir"] == "/data"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    # the server's own resources, not the driver's, and no GPU
+    assert container["resources"] == {
+        "requests": {"cpu": "1200m", "memory": "3Gi"},
+        "limits": {"cpu": "1200m", "memory": "3Gi"},
+    }
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VLLM_CPU_KVCACHE_SPACE"]["value"] == "1"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"]["value"] == "nobind"
+    # as many threads as the container's CPU limit, rounded up by the Downward API
+    assert env["OMP_NUM_THREADS"]["valueFrom"] == {
+        "resourceFieldRef": {"containerName": "server", "resource": "limits.cpu", "divisor": "1"}
+    }
+    (driver,) = containers(only(stages.children(run, Stage.GENERATE, 1), "Job"))
+    assert driver["resources"]["limits"] == {"cpu": "400m", "memory": "1Gi"}
+
+
+def test_transformers_serve_stays_the_documented_cpu_fallback() -> None:
+    run = make_run(TINY, generation={"teacher": {"engine": "transformers"}})
+    (container,) = containers(only(stages.server_children(run, Stage.GENERATE), "Deployment"))
     assert container["image"] == run.spec.images.pipeline
     assert " ".join(arguments(container)) == (
         "transformers serve --device cpu --host 0.0.0.0 --port 8000 --dtype float32"
     )
-    # the relative model folder resolves against the storage root, as it does for the stage programs
-    assert container["workingDir"] == "/data"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models"
     assert not any("gpu" in name for name in container["resources"]["limits"])
+
+
+def test_vllm_on_gpus_gets_no_cpu_settings() -> None:
+    (container,) = containers(only(stages.server_children(make_run(SKY_T1), Stage.GENERATE), "Deployment"))
+    names = {e["name"] for e in container["env"]}
+    assert not names & {"VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS"}
+    assert "--enforce-eager" not in arguments(container)
 
 
 @pytest.mark.parametrize(
@@ -645,24 +681,27 @@ def test_comparing_with_the_base_model_on_vllm_adds_a_second_server() -> None:
     assert env["REASONING_EVAL_ENDPOINT_BASE"]["value"] == expected
 
 
-def test_tiny_compares_with_the_base_model_on_one_transformers_server() -> None:
+def test_tiny_compares_with_the_base_model_on_a_vllm_server_of_its_own() -> None:
     run = make_run(TINY)
     assert run.spec.evaluation.compare_with_base
+    children = stages.children(run, Stage.EVALUATE, 1)
+    assert [c["kind"] for c in children].count("Deployment") == 2
+    (student,) = containers(only(children, "Deployment", "server"))
+    (base,) = containers(only(children, "Deployment", "server-base"))
+    assert flag(student, "--model") == "/data/runs/tiny/train/model"
+    assert flag(base, "--model") == "tiny-world/student"
+    for server in (student, base):
+        assert server["resources"]["limits"] == {"cpu": "600m", "memory": "3Gi"}
+
+
+def test_one_transformers_server_answers_for_the_student_and_its_base() -> None:
+    run = make_run(TINY, evaluation={"server": {"engine": "transformers"}})
     children = stages.children(run, Stage.EVALUATE, 1)
     assert [c["kind"] for c in children] == ["Service", "Deployment", "Job"]
     (container,) = containers(only(children, "Deployment"))
     assert container["command"] == ["transformers", "serve"]
     # unpinned: the one server answers for the trained model and its base, each named by its folder
-    assert container["args"] == [
-        "--device",
-        "cpu",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "8000",
-        "--dtype",
-        "float32",
-    ]
+    assert "--model" not in arguments(container)
 
 
 def test_a_given_evaluation_endpoint_means_no_server() -> None:

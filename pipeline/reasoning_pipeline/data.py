@@ -10,7 +10,7 @@ from typing import Any
 
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.progress import track
-from reasoning_pipeline.sources import Problem, problems_of, question_key
+from reasoning_pipeline.sources import Problem, RowTally, problems_of, question_key
 from reasoning_pipeline.spec import DataSpec, ReasoningRun, Stage
 from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl
 from reasoning_pipeline.summary import Progress, StageSummary, now, output_of
@@ -27,6 +27,18 @@ class SourceCounts:
     duplicates: int = 0
     """Selected rows dropped because an earlier row asked the same question."""
     kept: int = 0
+    tally: RowTally = field(default_factory=RowTally)
+    """Rows read and malformed rows skipped."""
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "candidates": self.candidates,
+            "selected": self.selected,
+            "duplicates": self.duplicates,
+            "kept": self.kept,
+            "malformed": self.tally.malformed,
+            "malformedExample": self.tally.example,
+        }
 
 
 @dataclass
@@ -45,8 +57,14 @@ def mix_sources(spec: DataSpec, paths: RunPaths) -> Mix:
     seen: set[str] = set()
     for source in spec.sources:
         counts = mix.counts.setdefault(source.name, SourceCounts())
-        in_order = islice(problems_of(source, spec.seed, paths), source.first)
+        in_order = islice(problems_of(source, spec.seed, paths, counts.tally), source.first)
         candidates = list(track(in_order, None, f"data: reading {source.name}"))
+        tally = counts.tally
+        if tally.rows and tally.malformed == tally.rows:
+            raise StageError(
+                f"data source {source.name!r}: all {tally.rows} rows read are malformed for format "
+                f"{source.format!r} (e.g. {tally.example}): is the source's format the dataset's?"
+            )
         counts.candidates = len(candidates)
         random.Random(f"{spec.seed}:{source.name}").shuffle(candidates)
         selected = candidates[: source.limit] if source.limit else candidates
@@ -74,15 +92,17 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     written = atomic_write_jsonl(out, (p.to_record() for p in mix.problems))
     kinds = Counter(p.kind for p in mix.problems)
     metrics: dict[str, Any] = {
-        "sources": {name: vars(c) for name, c in mix.counts.items()},
+        "sources": {name: c.as_metrics() for name, c in mix.counts.items()},
         "kinds": dict(sorted(kinds.items())),
         "duplicatesDropped": sum(c.duplicates for c in mix.counts.values()),
+        "malformedSkipped": sum(c.tally.malformed for c in mix.counts.values()),
     }
     return StageSummary(
         stage=Stage.DATA,
         phase="Succeeded",
         message=f"{written} prompts from {len(spec.sources)} sources "
-        f"({metrics['duplicatesDropped']} duplicates dropped)",
+        f"({metrics['duplicatesDropped']} duplicates dropped, {metrics['malformedSkipped']} malformed rows "
+        "skipped)",
         started_at=started_at,
         finished_at=now(),
         progress=Progress(done=written, total=written),

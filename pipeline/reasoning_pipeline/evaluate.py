@@ -25,7 +25,7 @@ from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_ve
 from reasoning_pipeline.filter.math import MathChecker
 from reasoning_pipeline.generate import Budget, chat_over_http
 from reasoning_pipeline.served import ServerFacts
-from reasoning_pipeline.sources import hub_rows, local_rows
+from reasoning_pipeline.sources import Unreadable, hub_rows, local_rows
 from reasoning_pipeline.spec import BenchmarkSpec, CodeCheck, EvaluationSpec, ReasoningRun, Sampling, Stage
 from reasoning_pipeline.storage import RunPaths, atomic_write_json
 from reasoning_pipeline.summary import Output, Progress, StageSummary, now
@@ -66,6 +66,10 @@ def contenders(run: ReasoningRun, paths: RunPaths) -> list[Contender]:
 def load_benchmark(spec: BenchmarkSpec, paths: RunPaths) -> Benchmark:
     if spec.path:
         rows = list(local_rows(paths.resolve(spec.path)))
+        # a benchmark is scored on every problem it has: a torn line is a broken file, not a skippable row
+        torn = next(((where, row) for where, row in rows if isinstance(row, Unreadable)), None)
+        if torn is not None:
+            raise StageError(f"benchmark {spec.name}: {torn[0]}: {torn[1].reason}")
     elif spec.hub_id:
         rows = list(hub_rows(spec.hub_id, None, spec.split, f"benchmark {spec.name}"))
     else:

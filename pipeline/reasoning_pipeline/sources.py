@@ -26,6 +26,31 @@ ProblemKind = Literal["math", "code", "science"]
 BOXED = re.compile(r"\\boxed\s*\{")
 
 
+class MalformedRowError(StageError):
+    """One row without its format's shape (a missing field, a wrong type, tests that do not pair up):
+    skipped and counted per source, never fatal on its own; a published dataset has a few."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A line of a JSON Lines file that is not JSON, in place of its row."""
+
+    reason: str
+
+
+@dataclass
+class RowTally:
+    """What reading one source met: rows read, and the malformed ones skipped (the first one named)."""
+
+    rows: int = 0
+    malformed: int = 0
+    example: str | None = None
+
+    def skip(self, reason: str) -> None:
+        self.malformed += 1
+        self.example = self.example or reason
+
+
 @dataclass(frozen=True)
 class Problem:
     """One prompt for the teacher, with what the filter needs to judge the answer."""
@@ -73,7 +98,7 @@ def question_key(text: str) -> str:
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def _rows_of_file(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _rows_of_file(path: Path) -> Iterator[tuple[str, Any]]:
     """(where, row) pairs; `where` is `file:line` or `file#row` for error messages."""
     if path.suffix == ".parquet":
         try:
@@ -100,12 +125,13 @@ def _rows_of_file(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{number}", json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise StageError(f"{path}:{number}: not valid JSON: {error.msg}") from error
+                row = Unreadable(f"not valid JSON: {error.msg}")
+            yield f"{path}:{number}", row
 
 
-def local_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def local_rows(path: Path) -> Iterator[tuple[str, Any]]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in DATA_SUFFIXES and p.is_file())
         if not files:
@@ -148,7 +174,7 @@ def _reasoning_gym_rows(source: DataSource, seed: int) -> Iterator[tuple[str, di
         yield f"reasoning-gym:{source.task}#{index}", dict(entry)
 
 
-def raw_rows(source: DataSource, seed: int, paths: RunPaths) -> Iterator[tuple[str, dict[str, Any]]]:
+def raw_rows(source: DataSource, seed: int, paths: RunPaths) -> Iterator[tuple[str, Any]]:
     if source.format == "reasoning-gym":
         return _reasoning_gym_rows(source, seed)
     if source.path is not None:
@@ -160,18 +186,20 @@ def raw_rows(source: DataSource, seed: int, paths: RunPaths) -> Iterator[tuple[s
 # ---------------------------------------------------------------------------------------- converting
 def _field(row: dict[str, Any], name: str, where: str, source: DataSource) -> Any:
     if not isinstance(row, dict):
-        raise StageError(
+        raise MalformedRowError(
             f"{where}: expected a record (object), got {type(row).__name__} ({source.format} format)"
         )
     if name not in row or row[name] is None:
-        raise StageError(f"{where}: missing field {name!r} ({source.format} format, source {source.name!r})")
+        raise MalformedRowError(
+            f"{where}: missing field {name!r} ({source.format} format, source {source.name!r})"
+        )
     return row[name]
 
 
 def _text(row: dict[str, Any], name: str, where: str, source: DataSource) -> str:
     value = _field(row, name, where, source)
     if not isinstance(value, str):
-        raise StageError(f"{where}: field {name!r} must be text, got {type(value).__name__}")
+        raise MalformedRowError(f"{where}: field {name!r} must be text, got {type(value).__name__}")
     return value
 
 
@@ -196,14 +224,18 @@ def _code_tests(row: dict[str, Any], where: str, source: DataSource) -> dict[str
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as error:
-            raise StageError(f"{where}: field 'input_output' is not valid JSON: {error.msg}") from error
+            raise MalformedRowError(
+                f"{where}: field 'input_output' is not valid JSON: {error.msg}"
+            ) from error
     if not isinstance(raw, dict):
-        raise StageError(f"{where}: field 'input_output' must be an object with inputs and outputs")
+        raise MalformedRowError(f"{where}: field 'input_output' must be an object with inputs and outputs")
     inputs, outputs = raw.get("inputs"), raw.get("outputs")
     if not isinstance(inputs, list) or not isinstance(outputs, list):
-        raise StageError(f"{where}: field 'input_output' needs lists 'inputs' and 'outputs'")
+        raise MalformedRowError(f"{where}: field 'input_output' needs lists 'inputs' and 'outputs'")
     if len(inputs) != len(outputs):
-        raise StageError(f"{where}: 'input_output' has {len(inputs)} inputs but {len(outputs)} outputs")
+        raise MalformedRowError(
+            f"{where}: 'input_output' has {len(inputs)} inputs but {len(outputs)} outputs"
+        )
     if not inputs:  # a problem with no tests cannot be checked: not a candidate
         return None
     tests: dict[str, Any] = {"inputs": inputs, "outputs": outputs}
@@ -236,11 +268,11 @@ def _still2(row: dict[str, Any], where: str, source: DataSource) -> Problem | No
     if isinstance(row, dict) and "conversations" in row:
         turns = _field(row, "conversations", where, source)
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
-            raise StageError(f"{where}: field 'conversations' must be a list of {{from, value}} turns")
+            raise MalformedRowError(f"{where}: field 'conversations' must be a list of {{from, value}} turns")
         users = [t.get("value") for t in turns if t.get("from") in ("human", "user")]
         answers = [t.get("value") for t in turns if t.get("from") in ("gpt", "assistant")]
         if not users or not isinstance(users[0], str):
-            raise StageError(f"{where}: conversation has no user turn with text")
+            raise MalformedRowError(f"{where}: conversation has no user turn with text")
         question, reference = users[0], answers[-1] if answers else None
         domain = str(row.get("domain") or "")
     else:
@@ -275,11 +307,23 @@ CONVERTERS = {
 }
 
 
-def problems_of(source: DataSource, seed: int, paths: RunPaths) -> Iterator[Problem]:
-    """Every row of the source that passes its filters, as a Problem, in the dataset's order."""
+def problems_of(
+    source: DataSource, seed: int, paths: RunPaths, tally: RowTally | None = None
+) -> Iterator[Problem]:
+    """Every row of the source that passes its filters, as a Problem, in the dataset's order. Malformed
+    rows are skipped into `tally`."""
     convert = CONVERTERS[source.format]
+    tally = tally if tally is not None else RowTally()
     for where, row in raw_rows(source, seed, paths):
-        problem = convert(row, where, source)
+        tally.rows += 1
+        if isinstance(row, Unreadable):
+            tally.skip(f"{where}: {row.reason}")
+            continue
+        try:
+            problem = convert(row, where, source)
+        except MalformedRowError as error:
+            tally.skip(str(error))
+            continue
         if problem is not None:
             problem.metadata["format"] = source.format  # the filter gives TACO problems a larger budget
             yield problem

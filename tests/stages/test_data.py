@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -96,7 +95,14 @@ def test_every_format_loads_with_its_filters_and_prompts(tmp_path: Path) -> None
     assert all(r["reference"].startswith("\\boxed{") for r in by_source["gym"])
 
     counts = summary.metrics["sources"]
-    assert counts["numina"] == {"candidates": 6, "selected": 6, "duplicates": 1, "kept": 5}
+    assert counts["numina"] == {
+        "candidates": 6,
+        "selected": 6,
+        "duplicates": 1,
+        "kept": 5,
+        "malformed": 0,
+        "malformedExample": None,
+    }
     assert counts["still2"]["duplicates"] == 1
     assert summary.metrics["duplicatesDropped"] == 2
     assert summary.outputs["prompts"].records == len(records) == 5 + 2 + 2 + 2 + 1 + 5
@@ -168,23 +174,28 @@ def test_a_local_dataset_folder_loads_through_datasets(tmp_path: Path) -> None:
         pytest.param('["a list"]', "bad.jsonl:2: expected a record", id="not-an-object"),
     ],
 )
-def test_a_malformed_record_is_named(tmp_path: Path, line: str, expected: str) -> None:
+def test_a_malformed_row_is_skipped_counted_and_named(tmp_path: Path, line: str, expected: str) -> None:
     bad = tmp_path / "bad.jsonl"
     good = (FIXTURES / "numina.jsonl").read_text().splitlines()[0]
-    bad.write_text(f"{good}\n{line}\n")
-    with pytest.raises(StageError, match=re.escape(expected)):
-        run_data(tmp_path, [{"name": "numina", "format": "numina", "path": str(bad)}])
+    bad.write_text(f"{good}\n{line}\n{good.replace('What is', 'Find')}\n")
+    records, summary = run_data(tmp_path, [{"name": "numina", "format": "numina", "path": str(bad)}])
+    assert len(records) == 2, "the rows around it are kept"
+    counts = summary.metrics["sources"]["numina"]
+    assert counts["malformed"] == summary.metrics["malformedSkipped"] == 1
+    assert expected in counts["malformedExample"]
+    assert "1 malformed rows skipped" in summary.message
 
 
-def test_code_tests_that_do_not_pair_up_are_named(tmp_path: Path) -> None:
+def test_a_source_whose_every_row_is_malformed_fails_naming_its_format(tmp_path: Path) -> None:
     row = json.loads((FIXTURES / "apps.jsonl").read_text().splitlines()[0])
     row["input_output"] = json.dumps({"inputs": ["1\n", "2\n"], "outputs": ["1\n"]})
     bad = tmp_path / "apps.jsonl"
     bad.write_text(json.dumps(row) + "\n")
-    with pytest.raises(
-        StageError, match=re.escape("apps.jsonl:1: 'input_output' has 2 inputs but 1 outputs")
-    ):
+    with pytest.raises(StageError) as failure:
         run_data(tmp_path, [{"name": "apps", "format": "apps", "path": str(bad)}])
+    message = str(failure.value)
+    assert "data source 'apps': all 1 rows read are malformed for format 'apps'" in message
+    assert "apps.jsonl:1: 'input_output' has 2 inputs but 1 outputs" in message
 
 
 def test_cli_failure_keeps_the_previous_output_and_reports_in_the_summary(tmp_path: Path) -> None:

@@ -225,6 +225,23 @@ def _common_env(run: RunRef) -> list[EnvVar]:
     ]
 
 
+# The stages that may read models, tokenizers or datasets from the hub; filter runs model-written code and
+# rewrite talks only to its API, so neither gets the token.
+HUB_STAGES = frozenset({Stage.DATA, Stage.GENERATE, Stage.FORMAT, Stage.TRAIN, Stage.EVALUATE})
+HUB_TOKEN_VARIABLE = "HF_TOKEN"
+
+
+def hub_env(run: RunRef, stage: Stage) -> list[EnvVar]:
+    hub = run.spec.hub
+    env: list[EnvVar] = []
+    if hub.offline:
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    if hub.token_secret is not None and stage in HUB_STAGES:
+        secret = {"name": hub.token_secret.name, "key": hub.token_secret.key}
+        env.append({"name": HUB_TOKEN_VARIABLE, "valueFrom": {"secretKeyRef": secret}})
+    return env
+
+
 def _container(run: RunRef, stage: Stage, container: Container, pool: NodePool | None) -> Manifest:
     built: Manifest = {
         "name": container.name,
@@ -236,7 +253,7 @@ def _container(run: RunRef, stage: Stage, container: Container, pool: NodePool |
         built["args"] = list(container.args)
     if container.working_dir:
         built["workingDir"] = container.working_dir
-    built["env"] = [*_common_env(run), *container.env]
+    built["env"] = [*_common_env(run), *hub_env(run, stage), *container.env]
     if container.ports:
         built["ports"] = list(container.ports)
     if container.readiness_path:

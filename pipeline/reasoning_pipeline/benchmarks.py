@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import pickle
 import random
@@ -100,12 +101,28 @@ def _decode_private_tests(value: Any) -> list[dict[str, Any]]:
         return value
     try:
         decoded: list[dict[str, Any]] = json.loads(value)
-        return decoded
     except json.JSONDecodeError:
-        # the dataset's own encoding: a pickled JSON string, from the benchmark's publisher
-        raw = pickle.loads(zlib.decompress(base64.b64decode(value)))
-        decoded = json.loads(raw)
-        return decoded
+        decoded = json.loads(_unpickle_json_text(value))
+    return decoded
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Strings, numbers, lists and dicts only: any global a pickle asks for is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: the private tests are a pickled JSON string")
+
+
+def _unpickle_json_text(value: str) -> str:
+    """The dataset's own encoding of a JSON string, unpickled so that nothing but plain values can come
+    out of it: a pickle that names any class or function is refused, not run."""
+    try:
+        raw = _PlainUnpickler(io.BytesIO(zlib.decompress(base64.b64decode(value)))).load()
+    except (pickle.UnpicklingError, ValueError, zlib.error, EOFError) as error:
+        raise StageError(f"LiveCodeBench private tests that do not decode: {error}") from error
+    if not isinstance(raw, str):
+        raise StageError(f"LiveCodeBench private tests decode to {type(raw).__name__}, not JSON text")
+    return raw
 
 
 def livecodebench_items(rows: list[tuple[str, dict[str, Any]]]) -> list[Item]:

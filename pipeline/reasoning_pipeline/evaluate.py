@@ -66,14 +66,15 @@ def contenders(run: ReasoningRun, paths: RunPaths) -> list[Contender]:
 def load_benchmark(spec: BenchmarkSpec, paths: RunPaths) -> Benchmark:
     if spec.path:
         rows = list(local_rows(paths.resolve(spec.path)))
-        # a benchmark is scored on every problem it has: a torn line is a broken file, not a skippable row
-        torn = next(((where, row) for where, row in rows if isinstance(row, Unreadable)), None)
-        if torn is not None:
-            raise StageError(f"benchmark {spec.name}: {torn[0]}: {torn[1].reason}")
     elif spec.hub_id:
-        rows = list(hub_rows(spec.hub_id, None, spec.split, f"benchmark {spec.name}"))
+        owner = f"benchmark {spec.name}"
+        rows = list(hub_rows(spec.hub_id, spec.config_name, spec.split, owner, spec.revision))
     else:
         raise StageError(f"benchmark {spec.name}: give hubId or path")
+    # a benchmark is scored on every problem it has: a torn line is a broken file, not a skippable row
+    torn = next(((where, row) for where, row in rows if isinstance(row, Unreadable)), None)
+    if torn is not None:
+        raise StageError(f"benchmark {spec.name}: {torn[0]}: {torn[1].reason}")
     benchmark = build_benchmark(spec.name, rows)
     if spec.limit:
         benchmark = Benchmark(benchmark.name, benchmark.template, benchmark.items[: spec.limit])

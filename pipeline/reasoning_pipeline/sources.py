@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import StageError, TransientStageError
+from reasoning_pipeline.hub import download_snapshot, layout_of, snapshot_rows
 from reasoning_pipeline.prompts import apps_prompt, numina_prompt, taco_prompt
 from reasoning_pipeline.spec import DataSource
 from reasoning_pipeline.storage import RunPaths
@@ -144,14 +145,40 @@ def local_rows(path: Path) -> Iterator[tuple[str, Any]]:
         yield from _rows_of_file(file)
 
 
+def _hub_failure(hub_id: str, error: Exception, owner: str) -> StageError:
+    """A missing repository, revision or file, or a gated one without a token, fails for good; anything
+    else (the network, the hub's own trouble) is worth another attempt."""
+    kind = type(error).__name__
+    if kind == "GatedRepoError":
+        return StageError(
+            f"{owner}: {hub_id!r} is gated: give spec.hub.tokenSecret, a token whose account accepted the "
+            f"dataset's terms ({error})"
+        )
+    if kind in {"RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"}:
+        return StageError(f"{owner}: {hub_id!r}: {error}")
+    if kind == "LocalEntryNotFoundError":
+        return StageError(f"{owner}: {hub_id!r} is not in the local Hugging Face cache (offline): {error}")
+    return TransientStageError(f"{owner}: cannot fetch {hub_id!r}: {kind}: {error}")
+
+
 def hub_rows(
-    hub_id: str, config_name: str | None, split: str, owner: str
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Rows through `datasets.load_dataset`: a hub id, or a local dataset folder. `owner` names who asked."""
+    hub_id: str, config_name: str | None, split: str, owner: str, revision: str | None = None
+) -> Iterator[tuple[str, Any]]:
+    """Rows of a hub dataset: a known repository's files by path (hub.KNOWN_LAYOUTS), anything else
+    through `datasets.load_dataset`. `owner` names who asked."""
+    layout = layout_of(hub_id)
+    if layout is not None:
+        patterns = layout(config_name, split)
+        try:
+            folder = download_snapshot(hub_id, patterns, revision)
+        except Exception as error:  # huggingface_hub raises a type per cause; _hub_failure sorts them
+            raise _hub_failure(hub_id, error, owner) from error
+        yield from snapshot_rows(folder, patterns, _rows_of_file, f"{owner} ({hub_id})")
+        return
     import datasets  # heavy: only when a source actually reads through it
 
     try:
-        dataset = datasets.load_dataset(hub_id, config_name, split=split)
+        dataset = datasets.load_dataset(hub_id, config_name, split=split, revision=revision)
     except Exception as error:  # the library raises many types; the message is what matters
         raise StageError(
             f"{owner}: cannot load {hub_id!r} (config {config_name!r}, split {split!r}): {error}"
@@ -180,7 +207,8 @@ def raw_rows(source: DataSource, seed: int, paths: RunPaths) -> Iterator[tuple[s
     if source.path is not None:
         return local_rows(paths.resolve(source.path))
     assert source.hub_id is not None
-    return hub_rows(source.hub_id, source.config_name, source.split, f"data source {source.name!r}")
+    owner = f"data source {source.name!r}"
+    return hub_rows(source.hub_id, source.config_name, source.split, owner, source.revision)
 
 
 # ---------------------------------------------------------------------------------------- converting

@@ -172,6 +172,7 @@ class DataSource(SpecModel):
         description="A local JSON Lines or Parquet file (or directory of them) instead of hub_id.",
     )
     config_name: str | None = Field(default=None, description="Dataset configuration of hub_id, if any.")
+    revision: str | None = Field(default=None, description="Dataset revision (commit or tag) to pin.")
     split: str = Field(default="train", description="Dataset split to read.")
     subsets: list[str] = Field(
         default_factory=list,
@@ -433,6 +434,13 @@ Benchmark = Literal["math500", "aime24", "gpqa-diamond", "livecodebench", "held-
 class BenchmarkSpec(SpecModel):
     name: Benchmark = Field(description="Which benchmark this is (decides the scorer and prompt).")
     hub_id: str | None = Field(default=None, description="Hugging Face dataset id.")
+    config_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Dataset configuration: `gpqa_diamond` of Idavidrein/gpqa, a LiveCodeBench release "
+        "(`release_v2`: its 511 problems).",
+    )
+    revision: str | None = Field(default=None, description="Dataset revision (commit or tag) to pin.")
     path: str | None = Field(default=None, description="A local file instead of hub_id.")
     split: str = Field(default="test", description="Dataset split.")
     limit: int | None = Field(default=None, ge=1, description="Score only the first this many problems.")
@@ -451,10 +459,14 @@ def default_benchmarks() -> list[BenchmarkSpec]:
         BenchmarkSpec(
             name="gpqa-diamond",
             hub_id="Idavidrein/gpqa",
+            config_name="gpqa_diamond",  # gated: give spec.hub.tokenSecret
             split="train",
             sampling=Sampling(temperature=0.7, max_tokens=32768, seed=41),
         ),
-        BenchmarkSpec(name="livecodebench", hub_id="livecodebench/code_generation_lite"),
+        # Sky-T1 reported release_v2, as SkyThought's evaluation pins it
+        BenchmarkSpec(
+            name="livecodebench", hub_id="livecodebench/code_generation_lite", config_name="release_v2"
+        ),
     ]
 
 
@@ -490,6 +502,19 @@ class EvaluationSpec(StageCommon):
 
 
 # --------------------------------------------------------------------------------------------- spec
+class HubSpec(SpecModel):
+    token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding a Hugging Face token (as HF_TOKEN) for gated models and datasets such as "
+        "GPQA; given to the stages that read the hub, never to filter or rewrite.",
+    )
+    offline: bool = Field(
+        default=False,
+        description="Every model and dataset is pre-staged on the storage (as folders, or in its Hugging "
+        "Face cache): set HF_HUB_OFFLINE=1, so that nothing reaches for the network.",
+    )
+
+
 class ReasoningRunSpec(SpecModel):
     suspend: bool = Field(default=False, description="Stop creating children and scale the teacher away.")
     queue_name: str | None = Field(
@@ -503,6 +528,7 @@ class ReasoningRunSpec(SpecModel):
         "drivers of generate and evaluate, and the rewrite stand-in. Unset: any node the scheduler picks.",
     )
     images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images.")
+    hub: HubSpec = Field(default_factory=HubSpec, description="Access to the Hugging Face Hub.")
     data: DataSpec = Field(default_factory=DataSpec, description="Stage 1: load and mix prompt sets.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Stage 2: teacher traces.")
     rewrite: RewriteSpec = Field(default_factory=RewriteSpec, description="Stage 3: reformat traces.")

@@ -172,3 +172,22 @@ def test_the_base_model_is_asked_where_its_own_server_answers(
     # eight scores with their provenance still fit the termination message the operator reads
     message = json.loads(termination_message(summary))
     assert message["metrics"]["results"]["base"]["livecodebench"]["provenance"]["dtype"] == "float32"
+
+
+def test_private_tests_that_pickle_anything_but_text_are_refused_not_run(tmp_path: Path) -> None:
+    """LiveCodeBench's private tests are base64(zlib(pickle(JSON text))); a pickle naming a callable
+    (what `pickle.loads` would run) is refused."""
+    import base64
+    import os
+    import pickle
+    import zlib
+
+    class Runs:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    row = json.loads((FIXTURES / "livecodebench.jsonl").read_text().splitlines()[0])
+    row["private_test_cases"] = base64.b64encode(zlib.compress(pickle.dumps(Runs()))).decode()
+    with pytest.raises(StageError, match=re.escape("refusing posix.system")):
+        build_benchmark("livecodebench", [("lcb.jsonl:1", row)])
+    assert not (tmp_path / "ran").exists()

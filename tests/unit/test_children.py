@@ -775,3 +775,48 @@ def test_the_cpu_programs_run_on_the_driver_pool_when_one_is_named() -> None:
     sky = make_run(SKY_T1)  # none named: the scheduler picks any node that takes the pod
     data = only(stages.driver_children(sky, Stage.DATA, 1), "Job")["spec"]["template"]["spec"]
     assert "nodeSelector" not in data
+
+
+# ------------------------------------------------------------------------------------------- the hub
+def test_the_hub_token_reaches_only_the_stages_that_read_the_hub() -> None:
+    """Sky-T1's example names a token Secret (GPQA-Diamond is gated). Filter runs model-written code and
+    rewrite talks only to its API: neither gets it."""
+    run = make_run(SKY_T1)
+    given = {}
+    for stage in enabled_stages(run):
+        for child in stages.children(run, stage, 1):
+            for container in containers(child):
+                env = {e["name"]: e for e in container.get("env", [])}
+                given[(stage, child["kind"], container["name"])] = env.get("HF_TOKEN")
+    with_token = {key for key, token in given.items() if token is not None}
+    assert {stage for stage, _, _ in with_token} == {
+        Stage.DATA,
+        Stage.GENERATE,
+        Stage.FORMAT,
+        Stage.TRAIN,
+        Stage.EVALUATE,
+    }
+    assert (Stage.GENERATE, "Deployment", "server") in with_token  # the servers load gated models too
+    assert all(
+        token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+        for token in given.values()
+        if token is not None
+    )
+    assert not any(token for (stage, _, _), token in given.items() if stage in (Stage.FILTER, Stage.REWRITE))
+
+
+def test_an_offline_run_tells_every_container_so() -> None:
+    run = make_run(TINY, hub={"offline": True})
+    for stage in enabled_stages(run):
+        for child in stages.children(run, stage, 1):
+            for container in containers(child):
+                assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container["env"], (
+                    stage,
+                    container["name"],
+                )
+    assert not any(
+        e["name"] == "HF_HUB_OFFLINE"
+        for child in stages.children(make_run(TINY), Stage.DATA, 1)
+        for container in containers(child)
+        for e in container["env"]
+    )

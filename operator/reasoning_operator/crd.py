@@ -124,6 +124,11 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         ".evaluation.benchmarks",
     ),
     (
+        "!has(self.training.ncclEnv) || self.training.ncclEnv.all(name, name.matches('^NCCL_[A-Z0-9_]+$'))",
+        "training.ncclEnv: only NCCL_* variables belong here",
+        ".training.ncclEnv",
+    ),
+    (
         _needs("generation", "data", "inputPath"),
         "generation is enabled but data is disabled: set generation.inputPath or enable data",
         ".generation.inputPath",

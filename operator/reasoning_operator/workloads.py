@@ -493,8 +493,7 @@ def torchrun_command(run: RunRef) -> list[str]:
     The training operator (v1.8.1) puts MASTER_ADDR, MASTER_PORT, RANK (the pod's index: master 0,
     worker i is i+1) and WORLD_SIZE into the `pytorch` container's env of the pod it creates, so the
     kubelet expands `$(VAR)` here without a shell. WORLD_SIZE is not used for --nnodes: it is pods ×
-    the job's nprocPerNode, and that field, defaulted to "auto", counts as 1 today but means processes;
-    the node count comes straight from the spec instead.
+    the job's nprocPerNode (declared, see pytorch_job); the node count comes straight from the spec.
     """
     training = run.spec.training
     return [
@@ -522,6 +521,7 @@ def pytorch_job(run: RunRef, attempt: int) -> Manifest:
         command=torchrun_command(run),
         gpus=training.gpus_per_node,
         ports=({"name": PYTORCH_PORT_NAME, "containerPort": PYTORCH_PORT, "protocol": "TCP"},),
+        env=[{"name": name, "value": value} for name, value in sorted(training.nccl_env.items())],
     )
 
     def replicas(count: int) -> Manifest:
@@ -545,6 +545,9 @@ def pytorch_job(run: RunRef, attempt: int) -> Manifest:
             # the job ends, pods still running (a master waiting on a dead worker) go and free their GPUs,
             # finished pods stay for their termination messages and go with the job.
             "runPolicy": {"cleanPodPolicy": "Running"},
+            # declared, so that the controller's WORLD_SIZE counts processes and PET_NPROC_PER_NODE agrees
+            # with the --nproc_per_node torchrun is given
+            "nprocPerNode": str(training.processes_on_each_node),
             "pytorchReplicaSpecs": replica_specs,
         },
     }

@@ -6,12 +6,13 @@ the published Sky-T1-32B-Preview recipe (see RECIPE.md in the design notes); eve
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "reasoning.dev"
@@ -400,6 +401,19 @@ class TrainingSpec(StageCommon):
     cutoff_len: int = Field(default=16384, ge=16, description="Longest training sequence, in tokens.")
     precision: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="Training precision.")
     save_steps: int = Field(default=100, ge=1, description="Checkpoint every this many optimizer steps.")
+    keep_checkpoints: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="Newest checkpoints kept; older ones are deleted as new ones are written (one of a 32B "
+        "model with its optimizer state is about 400 GB).",
+    )
+    nccl_env: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="NCCL settings for the trainer containers (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA); names "
+        "must start with NCCL_.",
+    )
     seed: int = Field(default=42, description="Training seed.")
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed settings.")
     input_path: str | None = Field(
@@ -414,6 +428,14 @@ class TrainingSpec(StageCommon):
     @property
     def world_size(self) -> int:
         return self.nodes * self.processes_on_each_node
+
+    @field_validator("nccl_env")
+    @classmethod
+    def _only_nccl(cls, env: dict[str, str]) -> dict[str, str]:
+        wrong = sorted(name for name in env if not re.fullmatch(r"NCCL_[A-Z0-9_]+", name))
+        if wrong:
+            raise ValueError(f"training.ncclEnv: {', '.join(wrong)}: only NCCL_* variables belong here")
+        return env
 
     @model_validator(mode="after")
     def _batch_divides(self) -> Self:

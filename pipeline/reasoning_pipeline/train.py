@@ -148,10 +148,65 @@ def _latest_checkpoint(directory: Path) -> str | None:
     return tag
 
 
+# What one checkpoint holds per parameter: 16-bit weights (2 bytes) in the model states, and the fp32
+# master weights with Adam's two moments (12 bytes) in the optimizer states; 32.8 B parameters ≈ 459 GB.
+CHECKPOINT_BYTES_PER_PARAMETER = 14
+# What the final model holds per parameter (16-bit weights, sharded safetensors).
+MODEL_BYTES_PER_PARAMETER = 2
+MODEL_SHARD_SIZE = "5GB"
+
+
+def require_cuda(spec: TrainingSpec) -> None:
+    """GPUs asked for and none usable is a broken node or image, never a reason to train on the CPU."""
+    import torch
+
+    if spec.gpus_per_node > 0 and not torch.cuda.is_available():
+        raise StageError(
+            f"training.gpusPerNode is {spec.gpus_per_node} but CUDA is not usable in this container (torch "
+            f"{torch.__version__}, built for CUDA {torch.version.cuda}, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}): check the node's NVIDIA "
+            "driver and device plugin, and that the trainer image has a CUDA build of torch"
+        )
+
+
+def require_room_for_checkpoints(spec: TrainingSpec, parameters: int, checkpoints: Path) -> None:
+    """Fails before any process joins when the storage cannot hold `keepCheckpoints` checkpoints (one more
+    while the next is written, before the oldest goes) and the final model."""
+    import shutil
+
+    each = parameters * CHECKPOINT_BYTES_PER_PARAMETER
+    needed = (spec.keep_checkpoints + 1) * each + parameters * MODEL_BYTES_PER_PARAMETER
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    held = sum(f.stat().st_size for f in checkpoints.rglob("*") if f.is_file())
+    free = shutil.disk_usage(checkpoints).free + held  # what this run's own old checkpoints hold is reused
+    if needed > free:
+        raise StageError(
+            f"the storage has {free / 1e9:.1f} GB for checkpoints but training needs about "
+            f"{needed / 1e9:.1f} GB: {spec.keep_checkpoints + 1} checkpoints of {each / 1e9:.1f} GB "
+            f"(training.keepCheckpoints {spec.keep_checkpoints}, plus the one being written) and the "
+            f"model; lower training.keepCheckpoints or raise storage.size"
+        )
+
+
+def prune_checkpoints(checkpoints: Path, keep: int) -> list[str]:
+    """Deletes all but the newest `keep` `step-N` checkpoints, never the one `latest` names."""
+    import shutil
+
+    latest = (checkpoints / "latest").read_text().strip() if (checkpoints / "latest").is_file() else None
+    tags = sorted(
+        (p for p in checkpoints.glob("step-*") if p.is_dir() and p.name[5:].isdigit()),
+        key=lambda p: int(p.name[5:]),
+    )
+    doomed = [p for p in tags[:-keep] if p.name != latest]
+    for path in doomed:
+        shutil.rmtree(path)
+    return [p.name for p in doomed]
+
+
 def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     import deepspeed
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     started_at, started = now(), time.monotonic()
     spec = run.spec.training
@@ -180,16 +235,19 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     stage_dir = paths.stage_dir(Stage.TRAIN)
     checkpoints = stage_dir / CHECKPOINTS_DIR
     tag = _latest_checkpoint(checkpoints)
-    # every check of the input is done: only now join the other processes
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    require_cuda(spec)
+    if plan is not None and where.rank == 0:
+        require_room_for_checkpoints(spec, plan.parameters, checkpoints)
+    # every check of the input is done: only now join the other processes; the backend follows the spec,
+    # never what happens to be usable (a GPU run must not fall back to gloo on a broken node)
+    deepspeed.init_distributed(dist_backend="nccl" if spec.gpus_per_node > 0 else "gloo")
     steps_per_epoch = per_epoch // spec.gradient_accumulation_steps
     total_steps = max(1, math.floor(steps_per_epoch * spec.epochs))
     total_micro = total_steps * spec.gradient_accumulation_steps
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[spec.precision]
-    model = AutoModelForCausalLM.from_pretrained(source, revision=spec.revision, torch_dtype=dtype)
-    model.gradient_checkpointing_enable()  # type: ignore[no-untyped-call]
     ds_config = deepspeed_config(spec, plan)
+    model, partitioned = load_student(source, spec, ds_config)
+    model.gradient_checkpointing_enable()
     offloading = "offload_optimizer" in ds_config["zero_optimization"]
     optimizer = None
     if not offloading:
@@ -244,8 +302,12 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                     tag=f"step-{step}",
                     client_state={"micro_batches": micro + 1, "history": history},
                 )
+                # save_checkpoint returns once every process has written its part and `latest` is set
+                if where.rank == 0:
+                    prune_checkpoints(checkpoints, spec.keep_checkpoints)
     out = stage_dir / MODEL_DIR
-    engine.save_16bit_model(str(out), "pytorch_model.bin")
+    save_model(engine, model, out, where.rank)
+    del partitioned
     seconds = time.monotonic() - started
     if where.rank != 0:
         return _summary(
@@ -258,6 +320,36 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     atomic_write_json(stage_dir / HISTORY_FILE, history)
     (stage_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
     return _summary(started_at, history, total_steps, resumed_from, out, paths, seconds, tokens_seen, where)
+
+
+def load_student(
+    source: str, spec: TrainingSpec, ds_config: dict[str, Any], *, partition_at_load: bool = True
+) -> tuple[Any, Any]:
+    """The model to train, and what must stay alive until training ends. Under ZeRO-3, transformers
+    builds the model inside deepspeed.zero.Init while an HfDeepSpeedConfig lives: each process holds only
+    its partition of the weights from the start, never a whole copy on its device (`partition_at_load`
+    False is the whole copy, for the bench that measures the two). Call after the processes have joined."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[spec.precision]
+    partitioned = partition_at_load and spec.deepspeed.zero_stage == 3
+    keep = HfDeepSpeedConfig(ds_config) if partitioned else None  # type: ignore[no-untyped-call]
+    model = AutoModelForCausalLM.from_pretrained(source, revision=spec.revision, torch_dtype=dtype)
+    return model, keep
+
+
+def save_model(engine: Any, model: Any, out: Path, rank: int) -> None:
+    """The trained weights in 16 bits as sharded safetensors (`model-0000N-of-0000M.safetensors` and its
+    index), which vLLM and transformers load without a single 64 GB file. Under ZeRO-3 every process
+    takes part in gathering the partitions; rank 0 writes."""
+    if engine.zero_optimization_partition_weights():
+        state = engine._zero3_consolidated_16bit_state_dict()
+    else:
+        state = engine.module.state_dict()
+    if rank == 0:
+        model.save_pretrained(out, state_dict=state, safe_serialization=True, max_shard_size=MODEL_SHARD_SIZE)
 
 
 def _summary(

@@ -106,6 +106,15 @@ def test_zero3_on_two_processes_resumes_after_a_kill_and_the_loss_goes_down(sft_
     tokenizer = AutoTokenizer.from_pretrained(stage_dir / "model")
     assert model.config.num_hidden_layers == 2
     assert tokenizer.chat_template
+    # safetensors (sharded above 5 GB), never one pytorch_model.bin
+    assert list((stage_dir / "model").glob("*.safetensors"))
+    assert not (stage_dir / "model" / "pytorch_model.bin").exists()
+    # checkpoints every 3 steps and at the end; the default keepCheckpoints (2) leaves the newest two
+    assert sorted(p.name for p in (stage_dir / "checkpoints").iterdir() if p.is_dir()) == [
+        "step-15",
+        "step-16",
+    ]
+    assert latest.read_text().strip() == "step-16"
 
 
 def run_in_process(root: Path, **training: Any) -> Any:
@@ -142,3 +151,32 @@ def test_a_corrupt_checkpoint_is_named(sft_root: Path, monkeypatch: pytest.Monke
         StageError, match="names checkpoint 'step-99', which is missing: the checkpoint is corrupt"
     ):
         run_in_process(sft_root)
+
+
+def test_old_checkpoints_go_as_new_ones_come_never_the_latest(tmp_path: Path) -> None:
+    for step in (1, 2, 3, 10, 11):
+        (tmp_path / f"step-{step}").mkdir()
+    (tmp_path / "latest").write_text("step-11")
+    assert train.prune_checkpoints(tmp_path, 2) == ["step-1", "step-2", "step-3"]  # by number, not by name
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["step-10", "step-11"]
+    (tmp_path / "latest").write_text("step-10")  # a resumed run points back: that one stays
+    assert train.prune_checkpoints(tmp_path, 1) == []
+
+
+def test_storage_too_small_for_the_checkpoints_fails_before_training_naming_both_fields(
+    tmp_path: Path,
+) -> None:
+    spec = ReasoningRun.model_validate(train_manifest()).spec.training
+    with pytest.raises(StageError) as failure:
+        train.require_room_for_checkpoints(spec, 32_763_876_352 * 1000, tmp_path / "checkpoints")
+    message = str(failure.value)
+    assert "3 checkpoints of" in message
+    assert "training.keepCheckpoints" in message
+    assert "storage.size" in message
+    train.require_room_for_checkpoints(spec, 1_000_000, tmp_path / "checkpoints")  # a tiny model fits
+
+
+def test_gpus_asked_for_without_cuda_fail_instead_of_training_on_the_cpu() -> None:
+    spec = ReasoningRun.model_validate(train_manifest(gpusPerNode=8, processesPerNode=2)).spec.training
+    with pytest.raises(StageError, match=re.escape("training.gpusPerNode is 8 but CUDA is not usable")):
+        train.require_cuda(spec)

@@ -194,6 +194,11 @@ INVALID = [
         with_change("generation.teacher.engine", "tgi"),
         "spec.generation.teacher.engine: Unsupported value",
     ),
+    (
+        "not-an-nccl-variable",
+        with_change("training.ncclEnv", {"NCCL_DEBUG": "INFO", "LD_PRELOAD": "/data/evil.so"}),
+        "training.ncclEnv: only NCCL_* variables belong here",
+    ),
     ("bad-pool-name", with_change("nodePools.1.name", "H100_pool"), "spec.nodePools[1].name: Invalid value"),
     ("bad-storage-size", with_change("storage.size", "lots"), "spec.storage.size: Invalid value"),
     (

@@ -643,6 +643,18 @@ def test_several_nodes_train_as_one_master_and_workers() -> None:
         assert container["resources"]["limits"] == {"nvidia.com/gpu": "8"}
 
 
+def test_the_pytorch_job_declares_its_processes_per_node_and_passes_nccl_settings() -> None:
+    run = make_run(SKY_T1, training={"ncclEnv": {"NCCL_SOCKET_IFNAME": "eth0", "NCCL_IB_HCA": "mlx5"}})
+    (job,) = stages.children(run, Stage.TRAIN, 1)
+    assert job["spec"]["nprocPerNode"] == "8"
+    (container,) = containers(job)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["NCCL_IB_HCA"], env["NCCL_SOCKET_IFNAME"]) == ("mlx5", "eth0")
+    (tiny,) = stages.children(make_run(TINY), Stage.TRAIN, 1)
+    assert tiny["spec"]["nprocPerNode"] == "2"
+    assert not any(e["name"].startswith("NCCL_") for c in containers(tiny) for e in c["env"])
+
+
 def test_tiny_trains_two_processes_on_cpu() -> None:
     (job,) = stages.children(make_run(TINY), Stage.TRAIN, 1)
     pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]

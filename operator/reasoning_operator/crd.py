@@ -54,7 +54,7 @@ def _pool_has(pool_field: str) -> str:
 
 
 def _fits_context(sampling: str, server: str) -> str:
-    return f"!has({server}.maxModelLen) || {sampling}.maxTokens < {server}.maxModelLen"
+    return f"!has({server}.maxModelLen) || {sampling}.maxTokens <= {server}.maxModelLen"
 
 
 def _needs(stage_field: str, previous_field: str, input_field: str) -> str:
@@ -106,21 +106,21 @@ SPEC_RULES: list[tuple[str, str, str]] = [
     ),
     (
         _fits_context("self.generation.sampling", "self.generation.teacher"),
-        "generation.sampling.maxTokens must be less than generation.teacher.maxModelLen: the prompt needs "
-        "room in the context",
+        "generation.sampling.maxTokens must not exceed generation.teacher.maxModelLen: vLLM refuses a "
+        "request for more than its context",
         ".generation.sampling.maxTokens",
     ),
     (
         _fits_context("self.evaluation.sampling", "self.evaluation.server"),
-        "evaluation.sampling.maxTokens must be less than evaluation.server.maxModelLen: the prompt needs "
-        "room in the context",
+        "evaluation.sampling.maxTokens must not exceed evaluation.server.maxModelLen: vLLM refuses a "
+        "request for more than its context",
         ".evaluation.sampling.maxTokens",
     ),
     (
         "!has(self.evaluation.server.maxModelLen) || self.evaluation.benchmarks.all(b, !has(b.sampling) || "
-        "b.sampling.maxTokens < self.evaluation.server.maxModelLen)",
-        "evaluation.benchmarks[].sampling.maxTokens must be less than evaluation.server.maxModelLen: the "
-        "prompt needs room in the context",
+        "b.sampling.maxTokens <= self.evaluation.server.maxModelLen)",
+        "evaluation.benchmarks[].sampling.maxTokens must not exceed evaluation.server.maxModelLen: vLLM "
+        "refuses a request for more than its context",
         ".evaluation.benchmarks",
     ),
     (

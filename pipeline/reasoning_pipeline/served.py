@@ -39,11 +39,12 @@ def facts_from(models: dict[str, Any], version: dict[str, Any] | None, model: st
 
 
 def check_context(facts: ServerFacts, *, max_tokens: int, field: str, where: str) -> None:
-    """Fails for good when the answers the spec asks for leave no room for a prompt in the context the
-    server allows: every request would be refused (vLLM answers 400), so none is sent."""
-    if facts.max_model_len is not None and max_tokens >= facts.max_model_len:
+    """Fails for good when the answers the spec asks for exceed the context the server allows: vLLM
+    refuses every such request (HTTP 400), so none is sent. Up to the context it answers, with what each
+    prompt leaves (counted by evaluate as cut to fit)."""
+    if facts.max_model_len is not None and max_tokens > facts.max_model_len:
         raise FatalError(
-            f"{field} ({max_tokens}) leaves no room for a prompt: {where} serves at most "
+            f"{field} ({max_tokens}) exceeds the context: {where} serves at most "
             f"{facts.max_model_len} tokens of prompt and answer together (its max_model_len); lower "
             f"{field} or serve the model with a larger maxModelLen"
         )

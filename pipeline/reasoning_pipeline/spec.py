@@ -578,8 +578,9 @@ class ReasoningRunSpec(SpecModel):
 
     @model_validator(mode="after")
     def _answers_fit_the_context(self) -> Self:
-        """As the CRD's rules say: a server's context holds the prompt and maxTokens, so maxTokens alone
-        must leave room (what the prompts need is known only at run time)."""
+        """As the CRD's rules say: vLLM refuses a request whose max_tokens exceeds the context it serves,
+        and answers one that fits alone with what the prompt leaves (the published evaluation asks 32,768
+        of a 32,768-token model); what the prompts need is known only at run time."""
         generation, evaluation = self.generation, self.evaluation
         benchmarks = [(f"benchmarks[{b.name}].sampling", b.sampling) for b in evaluation.benchmarks]
         checks = [
@@ -591,11 +592,11 @@ class ReasoningRunSpec(SpecModel):
             ),
         ]
         for sampling_field, sampling, server_field, server in checks:
-            if server.max_model_len is not None and sampling.max_tokens >= server.max_model_len:
+            if server.max_model_len is not None and sampling.max_tokens > server.max_model_len:
                 raise ValueError(
-                    f"{sampling_field}.maxTokens ({sampling.max_tokens}) must be less than "
-                    f"{server_field}.maxModelLen ({server.max_model_len}): the prompt needs room in the "
-                    "context"
+                    f"{sampling_field}.maxTokens ({sampling.max_tokens}) must not exceed "
+                    f"{server_field}.maxModelLen ({server.max_model_len}): vLLM refuses a request for "
+                    "more than its context"
                 )
         return self
 

@@ -76,28 +76,30 @@ def test_evaluate_records_vllm_and_scores_when_the_answers_fit(
     assert score["provenance"]["engine"] == f"vllm {VLLM_VERSION}"
 
 
-def test_evaluate_fails_before_asking_when_max_tokens_leaves_no_room(
+def test_evaluate_fails_before_asking_when_max_tokens_exceeds_the_context(
     tiny_world: TinyWorld, student_server: str, tmp_path: Path
 ) -> None:
-    """The schema refuses maxTokens >= maxModelLen when the spec says both; a server the spec gives as an
+    """The schema refuses maxTokens > maxModelLen when the spec says both; a server the spec gives as an
     endpoint (or one started at the model's own length) is asked first, and says 128."""
-    section = evaluation(tiny_world, CONTEXT)
+    section = evaluation(tiny_world, CONTEXT + 1)
     run = spec_of(tiny_world, student_server, max_model_len=None, evaluation=section)
     with pytest.raises(StageError) as failure:
         evaluate.run(run, RunPaths(tmp_path, "vl"))
     message = str(failure.value)
-    assert f"evaluation.sampling.maxTokens ({CONTEXT}) leaves no room for a prompt" in message
+    assert f"evaluation.sampling.maxTokens ({CONTEXT + 1}) exceeds the context" in message
     assert f"serves at most {CONTEXT} tokens" in message
     journals = list((tmp_path / "runs" / "vl" / "evaluate").glob("*.journal.jsonl"))
     assert all(not journal.read_text() for journal in journals), "not one request was sent"
 
 
+@pytest.mark.parametrize("max_tokens", [100, CONTEXT], ids=["over-with-the-prompt", "the-whole-context"])
 def test_evaluate_counts_the_answers_vllm_cut_to_fit_the_context(
-    tiny_world: TinyWorld, student_server: str, tmp_path: Path
+    tiny_world: TinyWorld, student_server: str, tmp_path: Path, max_tokens: int
 ) -> None:
-    """100 < 128 passes the static check, but no prompt plus 100 fits: vLLM answers anyway, lowering
-    each request's max_tokens to what its prompt leaves. The score says how many it cut."""
-    run = spec_of(tiny_world, student_server, evaluation=evaluation(tiny_world, 100))
+    """No prompt plus 100 fits in 128, and a maxTokens of the whole context (the published protocol:
+    32,768 of a 32,768-token model) never does: vLLM answers anyway, lowering each request's max_tokens
+    to what its prompt leaves. The score says how many it cut."""
+    run = spec_of(tiny_world, student_server, evaluation=evaluation(tiny_world, max_tokens))
     score = evaluate.run(run, RunPaths(tmp_path, "vl")).metrics["results"]["student"]["held-out"]
     assert (score["unanswered"], score["cutToFit"]) == (0, 8)
 

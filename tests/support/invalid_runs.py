@@ -142,26 +142,26 @@ INVALID = [
         "spec.generation.sampling.maxTokens: Invalid value",
     ),
     (
-        "teacher-answers-fill-its-context",
-        with_change("generation.teacher.maxModelLen", 16384),
-        "generation.sampling.maxTokens must be less than generation.teacher.maxModelLen",
+        "teacher-answers-exceed-its-context",
+        with_change("generation.teacher.maxModelLen", 16383),
+        "generation.sampling.maxTokens must not exceed generation.teacher.maxModelLen",
     ),
     (
-        "evaluation-answers-fill-its-context",
-        with_change("evaluation.server.maxModelLen", 32768),
-        "evaluation.sampling.maxTokens must be less than evaluation.server.maxModelLen",
+        "evaluation-answers-exceed-its-context",
+        with_change("evaluation.server.maxModelLen", 32767),
+        "evaluation.sampling.maxTokens must not exceed evaluation.server.maxModelLen",
     ),
     (
-        "benchmark-answers-fill-its-context",
-        {  # the default sampling leaves room; AIME's own (32,768 tokens) does not
+        "benchmark-answers-exceed-its-context",
+        {  # the default sampling fits; AIME's own (32,768 tokens) does not
             **sky_t1()["spec"],
             "evaluation": {
                 **sky_t1()["spec"]["evaluation"],
-                "server": {**sky_t1()["spec"]["evaluation"]["server"], "maxModelLen": 32768},
+                "server": {**sky_t1()["spec"]["evaluation"]["server"], "maxModelLen": 32767},
                 "sampling": {"temperature": 0, "maxTokens": 30000, "seed": 41},
             },
         },
-        "evaluation.benchmarks[].sampling.maxTokens must be less than evaluation.server.maxModelLen",
+        "evaluation.benchmarks[].sampling.maxTokens must not exceed evaluation.server.maxModelLen",
     ),
     (
         "zero-concurrency",

@@ -39,14 +39,14 @@ def test_a_server_that_says_less_leaves_the_rest_unknown() -> None:
     assert facts_from({"data": [{"id": "m", "max_model_len": True}]}, {}, "m").max_model_len is None
 
 
-def test_a_budget_with_no_room_for_a_prompt_fails_naming_the_field_and_the_servers_figure() -> None:
+def test_a_budget_over_the_context_fails_naming_the_field_and_the_servers_figure() -> None:
     facts = ServerFacts(engine="vllm", version="0.32.0", max_model_len=32768)
     with pytest.raises(FatalError) as failure:
         check_context(
-            facts, max_tokens=32768, field="evaluation.sampling.maxTokens", where="http://eval:8000/v1"
+            facts, max_tokens=32769, field="evaluation.sampling.maxTokens", where="http://eval:8000/v1"
         )
     message = str(failure.value)
-    assert message.startswith("evaluation.sampling.maxTokens (32768) leaves no room for a prompt")
+    assert message.startswith("evaluation.sampling.maxTokens (32769) exceeds the context")
     assert "http://eval:8000/v1 serves at most 32768 tokens" in message
-    check_context(facts, max_tokens=32767, field="f", where="w")
+    check_context(facts, max_tokens=32768, field="f", where="w")  # vLLM answers with what is left
     check_context(ServerFacts(), max_tokens=10**6, field="f", where="w")  # nothing known, nothing refused

@@ -197,14 +197,14 @@ def manifest(spec: dict[str, Any]) -> dict[str, Any]:
             id="source-without-origin",
         ),
         pytest.param(
-            {"generation": {"teacher": {"model": "t", "maxModelLen": 16384}}},
-            "generation.sampling.maxTokens (16384) must be less than generation.teacher.maxModelLen (16384)",
+            {"generation": {"teacher": {"model": "t", "maxModelLen": 16383}}},
+            "generation.sampling.maxTokens (16384) must not exceed generation.teacher.maxModelLen (16383)",
             id="teacher-context",
         ),
         pytest.param(
-            {"evaluation": {"server": {"maxModelLen": 32768}, "sampling": {"maxTokens": 30000}}},
-            "evaluation.benchmarks[aime24].sampling.maxTokens (32768) must be less than "
-            "evaluation.server.maxModelLen (32768)",
+            {"evaluation": {"server": {"maxModelLen": 32767}, "sampling": {"maxTokens": 30000}}},
+            "evaluation.benchmarks[aime24].sampling.maxTokens (32768) must not exceed "
+            "evaluation.server.maxModelLen (32767)",
             id="benchmark-context",
         ),
         pytest.param(

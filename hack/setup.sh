@@ -20,8 +20,9 @@ check_prerequisites() {
 }
 
 # The local node and the image builds run Debian's container engines; apt installs them once. Without
-# root (or with REASONING_LOCAL_NODE=0) the cluster runs its kwok pools only, as before.
-NODE_PACKAGES=(docker.io containerd runc iptables conntrack containernetworking-plugins debootstrap gcc libc6-dev)
+# root (or with REASONING_LOCAL_NODE=0) the cluster runs its kwok pools only, as before. gcc and g++: C
+# sources among the locked packages, and DeepSpeed's CPU ops, which this machine's venv builds just in time.
+NODE_PACKAGES=(docker.io containerd runc iptables conntrack containernetworking-plugins debootstrap gcc g++ libc6-dev)
 install_node_packages() {
   [[ ${REASONING_LOCAL_NODE:-1} != 0 ]] || return 0
   local missing=() p

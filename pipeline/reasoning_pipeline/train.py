@@ -19,6 +19,7 @@ from typing import Any
 
 from reasoning_pipeline.batches import micro_batches, require_one_optimizer_step
 from reasoning_pipeline.deepspeed_config import deepspeed_config
+from reasoning_pipeline.deepspeed_ops import CPU_COLLECTIVES_OP, OPTIMIZER_OP, require_loadable
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.format import chat_messages, chat_token_ids
 from reasoning_pipeline.memory import H100_80GB_BYTES, MemoryPlan, ModelShape, choose_offload
@@ -236,6 +237,10 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     checkpoints = stage_dir / CHECKPOINTS_DIR
     tag = _latest_checkpoint(checkpoints)
     require_cuda(spec)
+    ds_config = deepspeed_config(spec, plan)
+    offloading = "offload_optimizer" in ds_config["zero_optimization"]
+    # DeepSpeedCPUAdam when the optimizer is offloaded; the CPU collectives where the accelerator is the CPU
+    require_loadable(CPU_COLLECTIVES_OP[0], *([OPTIMIZER_OP[0]] if offloading else []))
     if plan is not None and where.rank == 0:
         require_room_for_checkpoints(spec, plan.parameters, checkpoints)
     # every check of the input is done: only now join the other processes; the backend follows the spec,
@@ -245,10 +250,8 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     total_steps = max(1, math.floor(steps_per_epoch * spec.epochs))
     total_micro = total_steps * spec.gradient_accumulation_steps
 
-    ds_config = deepspeed_config(spec, plan)
     model, partitioned = load_student(source, spec, ds_config)
     model.gradient_checkpointing_enable()
-    offloading = "offload_optimizer" in ds_config["zero_optimization"]
     optimizer = None
     if not offloading:
         optimizer = torch.optim.AdamW(

@@ -193,6 +193,73 @@ def test_the_teacher_and_the_evaluated_models_were_served_by_vllm(finished: dict
         assert finished["results"][label]["held-out"]["provenance"]["engine"] == f"vllm {VLLM_VERSION}"
 
 
+# What the trainer needs of DeepSpeed at run time, with no compiler: ZeRO-Offload's optimizer takes a step
+HOST_OPS_CHECK = """
+set -e
+for compiler in cc gcc c++ g++ clang++; do
+  if command -v "$compiler"; then echo "a compiler in the trainer image: $compiler"; exit 3; fi
+done
+python -m reasoning_pipeline.deepspeed_ops --require-compiled
+python -c '
+import torch
+from deepspeed.ops.adam import DeepSpeedCPUAdam
+weights = torch.nn.Parameter(torch.ones(4096))
+optimizer = DeepSpeedCPUAdam([weights], lr=0.1)
+weights.grad = torch.ones(4096)
+optimizer.step()
+assert bool((weights < 1).all()), weights[:4]
+print("DeepSpeedCPUAdam stepped", float(weights[0]))
+'
+"""
+
+
+def test_the_trainer_image_runs_deepspeeds_host_ops_without_a_compiler(
+    finished: dict[str, Any], demo_namespace: tuple[str, Path], core: client.CoreV1Api
+) -> None:
+    """cpu_adam and shm_comm are compiled into the image: a restricted pod on the node loads both and
+    steps DeepSpeedCPUAdam, in an image without a C++ compiler."""
+    from reasoning_operator.workloads import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
+    from reasoning_pipeline.spec import ImagesSpec
+
+    namespace, _ = demo_namespace
+    name = "trainer-host-ops"
+    limits = {"cpu": "500m", "memory": "1Gi"}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": POD_SECURITY_CONTEXT,
+            "nodeSelector": {"reasoning.dev/pool": "local"},
+            "tolerations": [
+                {"key": "reasoning.dev/pool", "operator": "Equal", "value": "local", "effect": "NoSchedule"}
+            ],
+            "containers": [
+                {
+                    "name": "check",
+                    "image": ImagesSpec().trainer,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["bash", "-c", HOST_OPS_CHECK],
+                    "securityContext": CONTAINER_SECURITY_CONTEXT,
+                    "resources": {"requests": limits, "limits": limits},
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+    def ended() -> str | None:
+        phase: str | None = core.read_namespaced_pod(name, namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = wait_for(ended, timeout=600, what="the host-ops check pod", interval=2)
+    log = core.read_namespaced_pod_log(name, namespace)
+    assert phase == "Succeeded", log
+    assert '"compiled": {"cpu_adam": true, "deepspeed_shm_comm": true}' in log, log
+    assert "DeepSpeedCPUAdam stepped" in log, log
+
+
 def test_every_output_is_on_the_volume_with_the_count_its_status_reports(
     finished: dict[str, Any], demo_namespace: tuple[str, Path]
 ) -> None:

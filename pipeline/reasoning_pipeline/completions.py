@@ -73,19 +73,29 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare for these APIs, fall back to our own backoff
 
 
+def answer_text(content: object, finish_reason: str | None, refusal: object = None) -> str:
+    """A choice's text. `content: null` (a refusal, a filtered answer, a tool call) fails this request for
+    good, saying so: never an empty answer that a score would count as wrong or a trace as data."""
+    if isinstance(content, str):
+        return content
+    declined = f", refusal {str(refusal)[:200]!r}" if refusal else ""
+    raise PermanentError(f"the server answered with no content (finish_reason {finish_reason!r}{declined})")
+
+
 def completion_from_json(document: dict[str, Any]) -> Completion:
     """An OpenAI chat.completion object; a malformed one is a transient server fault."""
     try:
         choice = document["choices"][0]
         usage = document.get("usage") or {}
+        message = choice["message"]
         return Completion(
-            text=choice["message"]["content"] or "",
+            text=answer_text(message.get("content"), choice.get("finish_reason"), message.get("refusal")),
             finish_reason=choice.get("finish_reason"),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             model=str(document.get("model") or ""),
         )
-    except (KeyError, IndexError, TypeError, ValueError) as error:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         raise TransientError(f"malformed completion from the server: {error!r}") from error
 
 

@@ -8,6 +8,7 @@ requests/s on 2 cores, aiohttp above 6,000, and the driver must never be what th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import Counter
@@ -100,9 +101,13 @@ def make_complete(session: aiohttp.ClientSession, endpoint: str) -> Any:
                     raise classify_status(
                         response.status, text, parse_retry_after(response.headers.get("Retry-After"))
                     )
-                document = await response.json(content_type=None)
+                text = await response.text()
         except (TimeoutError, aiohttp.ClientError) as error:
             raise TransientError(f"{type(error).__name__}: {error}") from error
+        try:
+            document = json.loads(text)
+        except ValueError as error:  # a proxy's page, a truncated body: the next attempt may get through
+            raise TransientError(f"HTTP 200 with a body that is not JSON: {text[:200]!r}") from error
         return completion_from_json(document)
 
     return complete

@@ -13,11 +13,13 @@ import os
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from reasoning_pipeline.completions import (
     Completion,
     Request,
     TransientError,
+    answer_text,
     classify_status,
     drive,
     parse_retry_after,
@@ -119,12 +121,19 @@ def make_complete(client: openai.AsyncOpenAI) -> Any:
         except openai.APIStatusError as error:
             retry_after = parse_retry_after(error.response.headers.get("retry-after"))
             raise classify_status(error.status_code, error.message, retry_after) from error
-        except (openai.APIConnectionError, openai.APITimeoutError) as error:
+        except (
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            openai.APIResponseValidationError,
+        ) as error:
+            # a body that is not a completion (a proxy's page): the next attempt may get through
             raise TransientError(f"{type(error).__name__}: {error}") from error
+        if not isinstance(response, ChatCompletion) or not response.choices:
+            raise TransientError(f"malformed completion from the API: {str(response)[:200]!r}")
         choice = response.choices[0]
         usage = response.usage
         return Completion(
-            text=choice.message.content or "",
+            text=answer_text(choice.message.content, choice.finish_reason, choice.message.refusal),
             finish_reason=choice.finish_reason,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,

@@ -117,6 +117,35 @@ def test_a_refused_prompt_is_recorded_as_failed_and_the_rest_go_on(tmp_path: Pat
     assert summary.metrics["refused"] == 1
 
 
+def test_an_answer_without_content_is_a_failed_record_not_an_empty_trace(tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.jsonl", 4)
+    with serve_fake_openai(Behaviour(no_content_containing="What is 2+1?")) as server:
+        summary = run_generate(tmp_path, server.base_url)
+    failed = {r["id"]: r["error"] for r in traces(tmp_path) if "error" in r}
+    assert list(failed) == ["p0002"]
+    assert "no content (finish_reason 'stop', refusal \"I can't help with that.\")" in failed["p0002"]
+    assert summary.metrics["refused"] == 1
+    assert all(r["response"] for r in traces(tmp_path) if "error" not in r)
+
+
+def test_a_200_that_is_not_json_is_retried_then_left_for_the_next_attempt(tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.jsonl", 4)
+    with (
+        serve_fake_openai(Behaviour(not_json_containing="What is 1+1?")) as server,
+        pytest.raises(TransientStageError) as failure,
+    ):
+        run_generate(tmp_path, server.base_url, maxRetries=1)
+    assert "1 of 4 requests still failing after 1 retries" in str(failure.value)
+    assert "HTTP 200 with a body that is not JSON: '<html>" in str(failure.value)
+    assert server.traffic.requests == 5, "the three others once, the page twice"
+    journal = tmp_path / "runs" / "gen" / "generate" / "raw.journal.jsonl"
+    assert sorted(json.loads(line)["id"] for line in journal.read_text().splitlines()) == [
+        "p0000",
+        "p0002",
+        "p0003",
+    ]
+
+
 def test_traces_cut_at_max_tokens_are_counted_per_source_and_kept_in_the_raw_file(tmp_path: Path) -> None:
     write_prompts(tmp_path / "prompts.jsonl", 6)
     with serve_fake_openai(Behaviour(truncate_containing="What is 4+1?")) as server:

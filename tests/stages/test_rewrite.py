@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from reasoning_pipeline import rewrite
-from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.spec import ReasoningRun
 from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, read_jsonl
 
@@ -128,6 +128,33 @@ def test_unusable_answers_and_refusals_are_failed_records_never_data(tmp_path: P
     assert failed["t-odd"].startswith("rewrite unusable: marker <|begin_of_thought|> appears 0 times")
     assert failed["t-long"].startswith("rewrite refused: HTTP 400")
     assert summary.metrics["failed"] == 2
+
+
+def test_an_api_answer_without_content_is_a_failed_record_and_a_page_is_retried(
+    tmp_path: Path, api_key: str
+) -> None:
+    write_traces(tmp_path / "raw.jsonl", 3)
+    atomic_write_jsonl(
+        tmp_path / "raw.jsonl",
+        [
+            *read_jsonl(tmp_path / "raw.jsonl"),
+            {"id": "t-declined", "kind": "math", "question": "?", "response": "DECLINE\n\\boxed{1}"},
+        ],
+    )
+    behaviour = Behaviour(answer=layout_answer, api_key=api_key, no_content_containing="DECLINE")
+    with serve_fake_openai(behaviour) as server:
+        summary = run_rewrite(tmp_path, server.base_url)
+    failed = {r["id"]: r["error"] for r in outputs(tmp_path, "failed.jsonl")}
+    assert list(failed) == ["t-declined"]
+    assert "no content (finish_reason 'stop', refusal \"I can't help with that.\")" in failed["t-declined"]
+    assert summary.metrics["failed"] == 1
+    behaviour = Behaviour(answer=layout_answer, api_key=api_key, not_json_containing="DECLINE")
+    again = tmp_path / "again"
+    atomic_write_jsonl(again / "raw.jsonl", list(read_jsonl(tmp_path / "raw.jsonl")))
+    with serve_fake_openai(behaviour) as server, pytest.raises(TransientStageError) as failure:
+        run_rewrite(again, server.base_url, maxRetries=1)
+    assert "1 of 4 requests still failing after 1 retries" in str(failure.value)
+    assert len(outputs(again, "rewrite.journal.jsonl")) == 3
 
 
 def cut_trace(trace_id: str) -> dict[str, Any]:

@@ -39,6 +39,11 @@ class Behaviour:
     when the sample reaches max_tokens."""
     server_error_every: int = 0
     """Every n-th request gets 500."""
+    no_content_containing: str | None = None
+    """A user message containing this gets `content: null` with a refusal, as OpenAI answers a request it
+    declines (finish_reason `stop`)."""
+    not_json_containing: str | None = None
+    """A user message containing this gets 200 with an HTML page, as a proxy in the way answers."""
     delay_seconds: float = 0.0
 
 
@@ -87,10 +92,16 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "internal error"}}, status=500)
         if behaviour.refuse_containing and behaviour.refuse_containing in prompt:
             return web.json_response({"error": {"message": "maximum context length exceeded"}}, status=400)
+        if behaviour.not_json_containing and behaviour.not_json_containing in prompt:
+            return web.Response(text="<html><body>Gateway login</body></html>", content_type="text/html")
         if behaviour.delay_seconds:
             await asyncio.sleep(behaviour.delay_seconds)
+        content: str | None
         content, finish_reason = behaviour.answer(messages), "stop"
-        if behaviour.truncate_containing and behaviour.truncate_containing in prompt:
+        refusal = None
+        if behaviour.no_content_containing and behaviour.no_content_containing in prompt:
+            content, refusal = None, "I can't help with that."
+        if behaviour.truncate_containing and behaviour.truncate_containing in prompt and content:
             content, finish_reason = content[: len(content) // 2], "length"
         traffic.answered[prompt] += 1
         return web.json_response(
@@ -102,13 +113,13 @@ class FakeOpenAI:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": content},
+                        "message": {"role": "assistant", "content": content, "refusal": refusal},
                         "finish_reason": finish_reason,
                     }
                 ],
                 "usage": {
                     "prompt_tokens": sum(len(m["content"].split()) for m in messages),
-                    "completion_tokens": len(content.split()),
+                    "completion_tokens": len((content or "").split()),
                     "total_tokens": 0,
                 },
             }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from reasoning_pipeline.filter.code import (
     check_code,
     check_response,
     extract_code,
+    fenced_blocks,
+    json_value,
     outputs_match,
     parse_tests,
     values_match,
@@ -62,6 +65,24 @@ def test_extract_code_takes_the_last_python_block(response: str, expected: str |
 
 
 # ------------------------------------------------------------------------------------ tests
+# what extraction was before it was linear: the reference the scanner must agree with
+REFERENCE_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+
+
+def test_the_fence_scanner_finds_what_the_regular_expression_found() -> None:
+    pieces = ["```", "```python", "```py ", "\n", "x", " ", "`", "``", "python\n", "\t", "print(1)"]
+    generator = random.Random(7)
+    for _ in range(3000):
+        text = "".join(generator.choice(pieces) for _ in range(generator.randint(0, 14)))
+        assert list(fenced_blocks(text)) == REFERENCE_FENCE.findall(text), repr(text)
+
+
+@pytest.mark.timeout(20)  # linear: milliseconds; the lazy expression took 22 s at 200 KB, this is 10 × that
+def test_extraction_is_linear_in_thousands_of_unclosed_fences() -> None:
+    assert extract_code("```python " * 200_000) is None  # openers without a line end
+    assert extract_code("```python\nx = 1\n```\n```python\n" + "y = 2 " * 400_000) == "x = 1\n"
+
+
 def test_parse_tests_reads_apps_json_text_and_joins_taco_line_lists() -> None:
     raw = json.dumps({"inputs": ["1\n", ["2", "3"]], "outputs": [["1"], "5\n"]})
     assert parse_tests(raw) == CodeTests(["1\n", "2\n3"], ["1", "5\n"])
@@ -234,6 +255,41 @@ def test_the_problem_budget_ends_a_slow_suite(sandbox: Sandbox) -> None:
         r"test \d: problem time limit 1.5s exceeded|problem time limit 1.5s exceeded after \d of 6 tests",
         verdict.reason,
     )
+
+
+# a 5,000-digit answer: more digits than int() takes by default (4,300)
+LONG_TEXT = "-" + "3141592653" * 500
+
+
+def test_long_integers_compare_by_their_digits() -> None:
+    assert outputs_match(LONG_TEXT + "\n", "  " + LONG_TEXT)
+    assert outputs_match("+00" + LONG_TEXT[1:], LONG_TEXT[1:])
+    assert not outputs_match(LONG_TEXT, LONG_TEXT[:-1] + "0")
+    assert outputs_match("-0", "0")
+    got = json_value(f"[{LONG_TEXT}, 1]")
+    assert values_match(json_value(f"[[{LONG_TEXT}, 1]]"), got)
+    assert not values_match(json_value(f"[[{LONG_TEXT[:-1]}0, 1]]"), got)
+    assert not values_match(json_value(f'[["{LONG_TEXT}", 1]]'), got), "a string is not the integer"
+
+
+def test_programs_may_answer_with_integers_longer_than_pythons_limit(sandbox: Sandbox) -> None:
+    """Printed and returned, through the sandbox and through the worker pool: a correct long answer
+    passes, and a wrong one is a wrong answer, not a crashed checker."""
+    digits = LONG_TEXT[1:]
+    printed = parse_tests({"inputs": ["x"], "outputs": [digits + "\n"]})
+    returned = parse_tests(
+        json.dumps({"inputs": [[1]], "outputs": [[1]], "fn_name": "f"}).replace(
+            '"outputs": [[1]]', f'"outputs": [[{digits}]]'
+        )
+    )
+    correct = f"print({digits})"  # the program's own conversion: the sandbox lifts the limit for it
+    assert check_code(correct, printed, LIMITS, sandbox=sandbox).passed
+    assert check_code(f"def f(x):\n    return {digits}", returned, LIMITS, sandbox=sandbox).passed
+    wrong = check_code(f"def f(x):\n    return {digits} + 1", returned, LIMITS, sandbox=sandbox)
+    assert (wrong.passed, wrong.reason.split(":")[1].strip()) == (False, "wrong answer")
+    with CodeChecker(LIMITS, workers=1) as checker:
+        items = [(correct, printed, None), (f"def f(x):\n    return {digits}", returned, None)]
+        assert [verdict.passed for verdict in checker.check_many(items)] == [True, True]
 
 
 def test_a_response_without_a_code_block_fails() -> None:

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 
 REL_TOL = 1e-4
 ABS_TOL = 1e-6
-_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_FENCE = "```"
+_FENCE_TAG = re.compile(r"[ \t]*([\w+#.-]*)")
 _PYTHON_TAGS = {"", "python", "py", "python3"}
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -124,9 +125,26 @@ class CodeVerdict:
     reason: str
 
 
+def fenced_blocks(response: str) -> Iterator[tuple[str, str]]:
+    """(tag, body) of each ``` block: the tag is what follows the opening fence on its line, the body runs
+    from the next line to the next fence. One pass over the text: a response of thousands of fences that
+    never close costs what its length does (a lazy regular expression rescanned the rest per fence)."""
+    start = response.find(_FENCE)
+    while start != -1:
+        line_end = response.find("\n", start + len(_FENCE))
+        if line_end == -1:
+            return
+        end = response.find(_FENCE, line_end + 1)
+        if end == -1:
+            return
+        tag = _FENCE_TAG.match(response, start + len(_FENCE), line_end)
+        yield (tag.group(1) if tag else ""), response[line_end + 1 : end]
+        start = response.find(_FENCE, end + len(_FENCE))
+
+
 def extract_code(response: str) -> str | None:
     """The last fenced Python (or untagged) code block of a response; None when there is none."""
-    blocks = [body for tag, body in _FENCE.findall(response) if tag.lower() in _PYTHON_TAGS]
+    blocks = [body for tag, body in fenced_blocks(response) if tag.lower() in _PYTHON_TAGS]
     return blocks[-1] if blocks else None
 
 
@@ -140,7 +158,7 @@ def parse_tests(raw: Any) -> CodeTests:
         return raw
     if isinstance(raw, str | bytes):
         try:
-            raw = json.loads(raw)
+            raw = json_value(raw)
         except json.JSONDecodeError as error:
             raise ValueError(f"tests are not valid JSON: {error.msg}") from error
     if not isinstance(raw, dict):
@@ -188,13 +206,59 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
+def canonical_integer(text: str) -> str:
+    """An integer's text without a plus sign or leading zeros ("-0" is "0"): equal texts, equal values."""
+    negative = text.startswith("-")
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    return f"-{digits}" if negative and digits != "0" else digits
+
+
+class LongInteger(str):
+    """A JSON integer longer than int() takes (Python's int-string limit), kept as its canonical digits:
+    a program's result may be one, and so may a test's expected value."""
+
+
+# Python's default limit (sys.get_int_max_str_digits) is 4,300 digits; this leaves a sign's room
+_LONGEST_INT_PARSED = 4000
+
+
+def _json_integer(text: str) -> int | LongInteger:
+    return int(text) if len(text) <= _LONGEST_INT_PARSED else LongInteger(canonical_integer(text))
+
+
+def json_value(text: str | bytes) -> Any:
+    """json.loads, with integers of any length (too long for int() they become LongInteger)."""
+    return json.loads(text, parse_int=_json_integer)
+
+
+def json_text(value: Any) -> str:
+    """json.dumps, writing a LongInteger as the number it is (json.dumps would quote it)."""
+    if isinstance(value, LongInteger):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(json_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{json_text(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def _integer_text(value: Any) -> str | None:
+    if isinstance(value, LongInteger):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def _tokens_match(expected: str, got: str) -> bool:
     if expected == got:
         return True
     if not (_NUMBER.fullmatch(expected) and _NUMBER.fullmatch(got)):
         return False
     if _INTEGER.fullmatch(expected) and _INTEGER.fullmatch(got):
-        return int(expected) == int(got)  # a big integer answer must be exact
+        # a big integer answer must be exact; compared as digits: int() refuses more than 4,300 of them
+        # (Python's int-string limit) and is quadratic below it
+        return canonical_integer(expected) == canonical_integer(got)
     return math.isclose(float(expected), float(got), rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
 
@@ -216,6 +280,9 @@ def values_match(expected: Any, got: Any) -> bool:
 
 
 def _value_matches(expected: Any, got: Any) -> bool:
+    if isinstance(expected, LongInteger) or isinstance(got, LongInteger):
+        expected_digits, got_digits = _integer_text(expected), _integer_text(got)
+        return expected_digits is not None and expected_digits == got_digits
     if isinstance(expected, bool) or isinstance(got, bool):
         return type(expected) is type(got) and expected == got
     if isinstance(expected, int | float) and isinstance(got, int | float):
@@ -248,7 +315,7 @@ def _output_difference(expected: str, got: str) -> str:
 
 
 def _json_shown(value: Any) -> str:
-    return _shown(json.dumps(value, separators=(",", ":")), 60)
+    return _shown(json_text(value), 60)
 
 
 # ------------------------------------------------------------------------------------ checking
@@ -323,7 +390,7 @@ def _check(code: str, tests: CodeTests, budget: _Budget, sandbox: Sandbox) -> Co
             result = sandbox.run(code, str(given), limits)
         else:
             arguments = given if isinstance(given, list) else [given]
-            request = json.dumps({"fn_name": tests.fn_name, "args": arguments})
+            request = json_text({"fn_name": tests.fn_name, "args": arguments})
             result = sandbox.run(_CALL_RUNNER, request, limits, files={"solution.py": code})
         failure = _failure(result, tests.fn_name is not None, expected)
         if failure is not None:
@@ -351,14 +418,25 @@ def _failure(result: SandboxResult, call_based: bool, expected: Any) -> str | No
     if not lines:
         return "runtime error: the function's result was not printed"
     try:
-        got = json.loads(lines[-1][len(_RESULT_MARK) :])
+        got = json_value(lines[-1][len(_RESULT_MARK) :])
     except json.JSONDecodeError:
         return "runtime error: the function's result is not JSON"
-    expected = json.loads(json.dumps(expected))  # tuples become lists, as the result's did
+    expected = _as_json_shape(expected)  # tuples become lists, as the result's did
     if values_match(expected, got):
         return None
     shown_expected = expected[0] if isinstance(expected, list) and len(expected) == 1 else expected
     return f"wrong answer: expected {_json_shown(shown_expected)}, got {_json_shown(got)}"
+
+
+def _as_json_shape(value: Any) -> Any:
+    """`value` as JSON would give it back: tuples as lists (and no int() of its long integers)."""
+    if isinstance(value, list | tuple):
+        return [_as_json_shape(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            key if isinstance(key, str) else str(key): _as_json_shape(item) for key, item in value.items()
+        }
+    return value
 
 
 def _last_error_line(stderr: str) -> str:
@@ -396,7 +474,7 @@ class _Worker:
     def send(self, index: int, request: dict[str, Any], attempt: int) -> bool:
         self.task = (index, request, attempt)
         try:
-            self.requests.write(json.dumps(request).encode() + b"\n")
+            self.requests.write(json_text(request).encode() + b"\n")
             self.requests.flush()
         except BrokenPipeError:
             return False
@@ -523,7 +601,7 @@ def _serve() -> None:
     sys.stdout = sys.stderr  # nothing but verdicts on the reply channel
     with Sandbox(level=level, interpreter=interpreter) as sandbox:
         for line in sys.stdin.buffer:
-            request = json.loads(line)
+            request = json_value(line)
             try:
                 tests = CodeTests(**request["tests"])
                 verdict = asdict(_check(request["code"], tests, _Budget(**request["budget"]), sandbox))

@@ -898,7 +898,20 @@ def _start_program(plan: _Plan, workdir: str, drop_to: int | None) -> int:
         os.closerange(3, plan.status_fd)
         os.closerange(plan.status_fd + 1, _MAX_FD)
         environment = {**_PROGRAM_ENVIRONMENT, "HOME": workdir, "TMPDIR": workdir}
-        argv = [plan.interpreter, "-I", "-S", "-X", "utf8", "-c", _PRELUDE, PROGRAM_TAG]
+        # no int-string limit: a correct answer may print a 5,000-digit integer, and the checker compares
+        # integers as digits (the cost of a long conversion falls on the program's own time limit)
+        argv = [
+            plan.interpreter,
+            "-I",
+            "-S",
+            "-X",
+            "utf8",
+            "-X",
+            "int_max_str_digits=0",
+            "-c",
+            _PRELUDE,
+            PROGRAM_TAG,
+        ]
         os.execve(plan.interpreter, argv, environment)
     except BaseException as error:
         _report(plan, {"event": "setup_error", "message": f"starting the program: {error}"})

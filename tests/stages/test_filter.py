@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.filter import stage as filter_stage
 from reasoning_pipeline.spec import ReasoningRun
 from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, read_jsonl
+
+from tests.support.stage_process import stage_command
+from tests.support.waiting import wait_for
 
 STDIN_SUM = {"inputs": ["1 2\n", "10 -3\n"], "outputs": ["3\n", "7\n"]}
 CALL_DOUBLE = {"fn_name": "double", "inputs": [[2], [5]], "outputs": [[4], [10]]}
@@ -53,19 +59,21 @@ RECORDS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def filter_only_run(tmp_path: Path) -> ReasoningRun:
+def filter_only_spec(tmp_path: Path, **filter_spec: Any) -> dict[str, Any]:
     disabled = {"enabled": False}
-    return ReasoningRun.model_validate(
-        {
-            "metadata": {"name": "flt"},
-            "spec": {
-                **{
-                    s: disabled for s in ("data", "generation", "rewrite", "format", "training", "evaluation")
-                },
-                "filter": {"inputPath": str(tmp_path / "rewritten.jsonl"), "workers": 2},
-            },
-        }
-    )
+    return {
+        "apiVersion": "reasoning.dev/v1alpha1",
+        "kind": "ReasoningRun",
+        "metadata": {"name": "flt"},
+        "spec": {
+            **{s: disabled for s in ("data", "generation", "rewrite", "format", "training", "evaluation")},
+            "filter": {"inputPath": str(tmp_path / "rewritten.jsonl"), "workers": 2, **filter_spec},
+        },
+    }
+
+
+def filter_only_run(tmp_path: Path) -> ReasoningRun:
+    return ReasoningRun.model_validate(filter_only_spec(tmp_path))
 
 
 def test_only_right_answers_and_passing_programs_are_kept(tmp_path: Path) -> None:
@@ -106,6 +114,59 @@ def test_a_rerun_resumes_from_the_journaled_verdicts(tmp_path: Path) -> None:
     assert summary.metrics["resumed"] == 2
     assert summary.metrics["kept"] == 4
     assert len(journal.read_text().splitlines()) == len(RECORDS)
+
+
+def kill_when_started(command: list[str], started: Path, start: str) -> None:
+    """Runs the filter and kills it, workers and programs with it, as a pod dies, once `start` (id#try) is
+    in its started journal."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_for(
+            lambda: started.exists() and f'"start":"{start}"' in started.read_text(),
+            timeout=120,
+            what=f"{start} in {started.name}",
+            interval=0.1,
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_a_check_that_takes_the_filter_down_runs_once_more_alone_then_never_again(tmp_path: Path) -> None:
+    """The program of c-culprit stands for one that kills its pod (the test kills the filter's whole
+    process group while it runs). The retry runs the checks it cut off one at a time, alone; the culprit
+    takes that attempt down too, and the third rejects it without running it, keeping everything else."""
+    culprit = {
+        "id": "c-culprit",
+        "source": "apps",
+        "kind": "code",
+        "tests": STDIN_SUM,
+        "rewritten": rewritten(code_solution("import time\ntime.sleep(20)")),
+    }
+    records = [*RECORDS[:6], culprit, *RECORDS[6:9]]
+    atomic_write_jsonl(tmp_path / "rewritten.jsonl", records)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(filter_only_spec(tmp_path, code={"testTimeoutSeconds": 30})))
+    stage_dir = tmp_path / "runs" / "flt" / "filter"
+    started = stage_dir / filter_stage.STARTED_FILE
+    command = stage_command("filter", config, tmp_path)
+    kill_when_started(command, started, "c-culprit#1")
+    kill_when_started(command, started, "c-culprit#2")
+    starts = [r for r in read_jsonl(started) if r["id"] == "c-culprit"]
+    assert [(r["start"], r["alone"]) for r in starts] == [("c-culprit#1", False), ("c-culprit#2", True)]
+    summary = filter_stage.run(filter_only_run(tmp_path), RunPaths(tmp_path, "flt"))
+    assert [r for r in read_jsonl(started) if r["id"] == "c-culprit"] == starts, "not run a third time"
+    reasons = {v["id"]: v["reason"] for v in read_jsonl(stage_dir / "rejected.jsonl")}
+    assert reasons["c-culprit"] == filter_stage.CUT_OFF_ALONE
+    assert [r["id"] for r in read_jsonl(stage_dir / "kept.jsonl")] == [
+        "m-right",
+        "m-guess",
+        "c-stdin",
+        "c-call",
+    ]
+    assert summary.metrics["rejected"] == len(records) - 4
 
 
 def test_a_record_of_unknown_kind_is_named(tmp_path: Path) -> None:

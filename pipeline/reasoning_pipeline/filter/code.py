@@ -29,7 +29,7 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -450,7 +450,9 @@ def _last_error_line(stderr: str) -> str:
 # pydantic, nothing of the caller's main module) forks several times faster.
 _WORKER_COMMAND = "from reasoning_pipeline.filter.code import _serve; _serve()"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_MAX_ATTEMPTS = 2
+# fresh workers that may die before taking an item before the pool gives up (a broken installation)
+_MAX_DELIVERIES = 3
+WORKER_TAKEN_DOWN = "the program took down the checker's worker while it ran"
 
 
 class _Worker:
@@ -469,16 +471,17 @@ class _Worker:
         assert self.process.stdout is not None
         self.requests: IO[bytes] = self.process.stdin
         self.replies: IO[bytes] = self.process.stdout
-        self.task: tuple[int, dict[str, Any], int] | None = None  # (index, request, attempt)
+        # (index, request, deliveries tried, whether this worker took it)
+        self.task: tuple[int, dict[str, Any], int, bool] | None = None
 
-    def send(self, index: int, request: dict[str, Any], attempt: int) -> bool:
-        self.task = (index, request, attempt)
+    def send(self, index: int, request: dict[str, Any], deliveries: int) -> None:
         try:
             self.requests.write(json_text(request).encode() + b"\n")
             self.requests.flush()
-        except BrokenPipeError:
-            return False
-        return True
+        except BrokenPipeError:  # dead before it took the item: seen as dead by the reply read
+            self.task = (index, request, deliveries, False)
+            return
+        self.task = (index, request, deliveries, True)
 
     def stop(self) -> None:
         with contextlib.suppress(BrokenPipeError):
@@ -501,18 +504,27 @@ class CodeChecker:
         self._workers = [_Worker(self.isolation, self.interpreter) for _ in range(workers or usable_cpus())]
         self._selector = selectors.DefaultSelector()
 
-    def check_many(self, items: Iterable[tuple[str, CodeTests, float | None]]) -> Iterator[CodeVerdict]:
+    def check_many(
+        self,
+        items: Iterable[tuple[str, CodeTests, float | None]],
+        on_start: Callable[[int], None] = lambda index: None,
+    ) -> Iterator[CodeVerdict]:
+        """Verdicts in input order; `on_start(index)` just before the item's program first runs (the
+        filter journals it, so that a program that takes the whole pod down is known on the next try)."""
         pending = iter(items)
         # at most this far ahead of the oldest unfinished item, so that one slow problem does not let
         # thousands of verdicts pile up
         window = 4 * len(self._workers)
         try:
-            yield from self._run(pending, window)
+            yield from self._run(pending, window, on_start)
         finally:
             self._settle()
 
     def _run(
-        self, pending: Iterator[tuple[str, CodeTests, float | None]], window: int
+        self,
+        pending: Iterator[tuple[str, CodeTests, float | None]],
+        window: int,
+        on_start: Callable[[int], None],
     ) -> Iterator[CodeVerdict]:
         exhausted = False
         finished: dict[int, CodeVerdict] = {}
@@ -524,6 +536,7 @@ class CodeChecker:
                     if item is None:
                         exhausted = True
                         break
+                    on_start(next_in)
                     self._dispatch(worker, next_in, self._request(*item), 1)
                     next_in += 1
             while next_out in finished:
@@ -554,14 +567,13 @@ class CodeChecker:
             "budget": asdict(_Budget.of(self.limits, problem_timeout)),
         }
 
-    def _dispatch(self, worker: _Worker, index: int, request: dict[str, Any], attempt: int) -> None:
+    def _dispatch(self, worker: _Worker, index: int, request: dict[str, Any], deliveries: int) -> None:
         self._selector.register(worker.replies, selectors.EVENT_READ, worker)
-        if not worker.send(index, request, attempt):
-            worker.task = (index, request, attempt)  # seen as dead by the reply read
+        worker.send(index, request, deliveries)
 
     def _receive(self, worker: _Worker) -> tuple[int, CodeVerdict | None]:
         assert worker.task is not None
-        index, request, attempt = worker.task
+        index, request, deliveries, taken = worker.task
         line = worker.replies.readline()
         self._selector.unregister(worker.replies)
         worker.task = None
@@ -570,15 +582,17 @@ class CodeChecker:
             if "error" in reply:
                 raise SandboxError(reply["error"])
             return index, CodeVerdict(**reply)
-        # the worker died (the sandbox is meant to make that impossible): replace it, retry the item once
+        # The worker died. While checking the item: its program got far enough out of the sandbox's limits
+        # to take the worker down (a weaker isolation level allows it), and is rejected at once, never
+        # run again. Before taking it: not the item's doing, a fresh worker takes it.
         worker.stop()
         replacement = _Worker(self.isolation, self.interpreter)
         self._workers[self._workers.index(worker)] = replacement
-        if attempt >= _MAX_ATTEMPTS:
-            tests = request["tests"]
-            why = f"the checker's worker died {attempt} times while checking"
-            return index, CodeVerdict(False, 0, len(tests["inputs"]), why)
-        self._dispatch(replacement, index, request, attempt + 1)
+        if taken:
+            return index, CodeVerdict(False, 0, len(request["tests"]["inputs"]), WORKER_TAKEN_DOWN)
+        if deliveries >= _MAX_DELIVERIES:
+            raise SandboxError(f"{deliveries} fresh checker workers in a row died before taking an item")
+        self._dispatch(replacement, index, request, deliveries + 1)
         return index, None
 
     def close(self) -> None:

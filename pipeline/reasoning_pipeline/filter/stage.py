@@ -1,14 +1,19 @@
 """Stage `filter`: rejection sampling. A rewritten trace is kept only when its final answer matches the
 reference (math, science) or its final program passes every test of the problem (code).
 
-Verdicts are journaled as they come, so a killed filter resumes where it stopped; acceptance rates per
-source, which Sky-T1 never published, go into the summary.
+Verdicts are journaled one by one as they come, so a killed filter resumes where it stopped; acceptance
+rates per source, which Sky-T1 never published, go into the summary.
+
+A program that takes the whole pod down (possible where the sandbox is only rlimits) must not take every
+retry down with it: each code check is journaled when its program starts (`started.journal.jsonl`). On
+the next attempt, the checks that started and never finished are run one at a time, alone, before the
+rest; one that was cut off while it ran alone is rejected without running again.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -22,6 +27,8 @@ from reasoning_pipeline.storage import Journal, RunPaths, atomic_write_jsonl
 from reasoning_pipeline.summary import Progress, StageSummary, now, output_of
 
 JOURNAL_FILE = "verdicts.journal.jsonl"
+STARTED_FILE = "started.journal.jsonl"
+CUT_OFF_ALONE = "its check was cut off while it ran alone (the program took the filter down): not run again"
 KEPT_FILE = "kept.jsonl"
 REJECTED_FILE = "rejected.jsonl"
 BATCH = 128
@@ -69,8 +76,11 @@ class Judge:
         code = self.spec.code
         return code.taco_problem_timeout_seconds if taco else code.problem_timeout_seconds
 
-    def judge(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        verdicts: dict[str, dict[str, Any]] = {}
+    def judge(
+        self, records: list[dict[str, Any]], on_start: Callable[[dict[str, Any]], None] = lambda r: None
+    ) -> Iterator[dict[str, Any]]:
+        """Each record's verdict as soon as it is known (not in input order); `on_start(record)` just
+        before a code record's program first runs."""
         math_items, code_items = [], []
         for record in records:
             solution = solution_section(record)
@@ -78,40 +88,48 @@ class Judge:
                 try:
                     tests = parse_tests(record.get("tests"))
                 except ValueError as error:
-                    verdicts[record["id"]] = _verdict(record, False, f"unusable tests: {error}")
+                    yield _verdict(record, False, f"unusable tests: {error}")
                     continue
                 code = extract_code(solution)
                 if code is None:
-                    verdicts[record["id"]] = _verdict(record, False, no_code_verdict(tests).reason)
+                    yield _verdict(record, False, no_code_verdict(tests).reason)
                     continue
                 code_items.append((record, (code, tests, self._problem_budget(record))))
             elif not record.get("reference"):
-                verdicts[record["id"]] = _verdict(record, False, "no reference answer to compare with")
+                yield _verdict(record, False, "no reference answer to compare with")
             else:
                 math_items.append((record, (solution, str(record["reference"]))))
         for (record, _), answer in zip(
             math_items, self.math.check_many(i for _, i in math_items), strict=True
         ):
-            verdicts[record["id"]] = _verdict(
-                record, answer.correct, answer.reason, extracted=answer.extracted
-            )
-        for (record, _), result in zip(
-            code_items, self.code.check_many(i for _, i in code_items), strict=True
-        ):
-            verdicts[record["id"]] = _verdict(
+            yield _verdict(record, answer.correct, answer.reason, extracted=answer.extracted)
+        started = self.code.check_many(
+            (i for _, i in code_items), on_start=lambda index: on_start(code_items[index][0])
+        )
+        for (record, _), result in zip(code_items, started, strict=True):
+            yield _verdict(
                 record,
                 result.passed,
                 result.reason,
                 testsPassed=result.tests_passed,
                 testsTotal=result.tests_total,
             )
-        return [verdicts[r["id"]] for r in records]
 
 
-def _batches(records: list[dict[str, Any]], journal: Journal) -> Iterator[list[dict[str, Any]]]:
-    todo = iter([r for r in records if r["id"] not in journal])
-    while batch := list(islice(todo, BATCH)):
-        yield batch
+def _batches(todo: list[dict[str, Any]], cut_off: set[str]) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+    """(records, alone): first the checks a killed attempt cut off, each alone; then the rest."""
+    for record in todo:
+        if record["id"] in cut_off:
+            yield [record], True
+    rest = iter([r for r in todo if r["id"] not in cut_off])
+    while batch := list(islice(rest, BATCH)):
+        yield batch, False
+
+
+def _cut_off(started: Journal, verdicts: Journal) -> tuple[set[str], set[str]]:
+    """(checks started and never finished, those of them that ran alone when they were cut off)."""
+    unfinished = [r for r in started.records().values() if r["id"] not in verdicts]
+    return {str(r["id"]) for r in unfinished}, {str(r["id"]) for r in unfinished if r["alone"]}
 
 
 def acceptance(verdicts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -133,14 +151,30 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     stage_dir = paths.stage_dir(Stage.FILTER)
     judge = Judge(run.spec.filter)
     try:
-        with Journal(stage_dir / JOURNAL_FILE) as journal:
+        with (
+            Journal(stage_dir / JOURNAL_FILE) as journal,
+            Journal(stage_dir / STARTED_FILE, key="start") as started,
+        ):
             resumed = len(journal)
+            cut_off, cut_off_alone = _cut_off(started, journal)
             with bar(len(records), "filter", initial=resumed) as progress:
-                for batch in _batches(records, journal):
-                    for verdict in judge.judge(batch):
-                        journal.append(verdict, sync=False)
+                for record in records:
+                    if record["id"] in cut_off_alone and record["id"] not in journal:
+                        journal.append(_verdict(record, False, CUT_OFF_ALONE))
+                        progress.update(1)
+                todo = [r for r in records if r["id"] not in journal]
+                tries = Counter(str(r["id"]) for r in started.records().values())
+                for batch, alone in _batches(todo, cut_off):
+
+                    def starting(record: dict[str, Any], alone: bool = alone) -> None:
+                        tries[record["id"]] += 1
+                        start = f"{record['id']}#{tries[record['id']]}"
+                        started.append({"start": start, "id": record["id"], "alone": alone})
+
+                    for verdict in judge.judge(batch, on_start=starting):
+                        journal.append(verdict, sync=False)  # written through: a killed pod keeps it
+                        progress.update(1)
                     journal.sync()
-                    progress.update(len(batch))
             verdicts = journal.records()
         isolation = judge.code.isolation
     finally:

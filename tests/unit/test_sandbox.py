@@ -375,6 +375,38 @@ def test_not_root_the_rlimits_level_still_kills_what_the_program_leaves() -> Non
     assert [survivors(marker, os.geteuid()) for marker in markers] == [[]] * len(markers)
 
 
+@pytest.mark.skipif(not NOBODY_TOOLS, reason="needs root (to become nobody), setpriv and /usr/bin/python3")
+def test_not_root_at_the_rlimits_level_no_ancestor_can_be_read_or_written_through_proc() -> None:
+    """The level a restricted pod gets: the program runs as the checker's own uid. The checker and the
+    supervisor are not dumpable, so /proc/<pid>/environ and /proc/<pid>/fd of every ancestor are refused:
+    no secret of theirs read, no forged result written into their pipes."""
+    secret = f"sk-{uuid4().hex}"
+    (snoop,) = run_as_nobody("rlimits", [hostile("snoop_ancestors")[:2]], secret)
+    assert snoop["level"] == IsolationLevel.RLIMITS
+    lines = str(snoop["stdout"]).splitlines()
+    assert len(lines) >= 4, snoop  # the supervisor and the checker, two lines each
+    assert all(" refused " in f"{line} " for line in lines), lines
+    assert secret not in str(snoop["stdout"]) + str(snoop["stderr"])
+    assert snoop["exit"] == 0
+    assert "forged" not in str(snoop)
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [
+        [{"event": "exited", "exit_code": 0, "signal": None, "timed_out": False, "cpu": 0.1}] * 2,
+        [{"event": "exited", "status": 0, "forged": True}],
+    ],
+    ids=["two-results", "malformed-result"],
+)
+def test_a_status_channel_its_supervisor_did_not_write_alone_fails_the_run_not_the_checker(
+    reports: list[dict[str, object]],
+) -> None:
+    collected = sandbox_module._Collected(b"", b"", reports, 0, False, False)
+    result = collected.result(LIMITS, IsolationLevel.RLIMITS)
+    assert result.killed == "the sandbox's status channel held a result its supervisor did not write"
+
+
 def test_the_module_needs_nothing_but_the_standard_library() -> None:
     imported = set()
     for node in ast.walk(ast.parse(Path(sandbox_module.__file__).read_text())):

@@ -451,6 +451,11 @@ class Sandbox:
         self.interpreter = interpreter or default_interpreter()
         self.level = level or isolation_level(self.interpreter)
         self._slot = _Slot.acquire() if _needs_slot_uid(self.level) else None
+        # Below the namespaces levels the programs run as this process's own uid: not dumpable, its
+        # /proc/<pid>/environ, mem and fd are root's and it cannot be ptraced, so a program can neither
+        # read what it holds nor write a forged result into its pipes. The supervisors it forks inherit
+        # this; a program's own execve makes the program dumpable again, which is harmless.
+        _prctl(_PR_SET_DUMPABLE, 0)
 
     @property
     def uid(self) -> int:
@@ -564,6 +569,18 @@ def _remove_tree(path: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ collecting
+def _well_formed_exit(report: Mapping[str, Any]) -> bool:
+    def integer_or_none(value: object) -> bool:
+        return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+    return (
+        integer_or_none(report.get("exit_code"))
+        and integer_or_none(report.get("signal"))
+        and isinstance(report.get("cpu"), int | float)
+        and isinstance(report.get("timed_out"), bool)
+    )
+
+
 @dataclass
 class _Collected:
     stdout: bytes
@@ -577,8 +594,13 @@ class _Collected:
         errors = [report["message"] for report in self.reports if report.get("event") == "setup_error"]
         if errors:
             raise SandboxError(f"sandbox setup failed ({level}): {errors[0]}")
-        exited = next((report for report in self.reports if report.get("event") == "exited"), None)
+        exits = [report for report in self.reports if report.get("event") == "exited"]
+        exited = exits[0] if exits else None
         stderr_tail = self.stderr.decode("utf-8", "replace")
+        if len(exits) > 1 or (exited is not None and not _well_formed_exit(exited)):
+            # only the supervisor writes there, once: anything else means a program reached the channel
+            why = "the sandbox's status channel held a result its supervisor did not write"
+            return SandboxResult(None, None, self.stdout, stderr_tail, False, why, 0.0, 0.0, level)
         if exited is None:
             if self.output_exceeded:
                 why = f"output limit of {limits.max_output_bytes} bytes exceeded"
@@ -731,9 +753,13 @@ def _supervise_in_namespaces(plan: _Plan, *, user_namespace: bool) -> None:
     if user_namespace and plan.slot_uid is not None:
         _drop_to(plan.slot_uid)  # root without CAP_SYS_ADMIN: the slot uid owns the user namespace
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # a credential change clears it
-        _prctl(_PR_SET_DUMPABLE, 1)  # and makes /proc/self root's, where the maps below are written
         if os.getppid() != plan.parent_pid:
             return
+    if user_namespace:
+        # not dumpable (inherited from the Sandbox, or after the credential change), /proc/self is root's,
+        # and the maps below are written there; no program of this run exists yet, and the others live in
+        # user namespaces of their own, from which they cannot attach to this one
+        _prctl(_PR_SET_DUMPABLE, 1)
     uid, gid = os.geteuid(), os.getegid()
     flags = _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC
     _unshare(flags | (_CLONE_NEWUSER if user_namespace else 0))

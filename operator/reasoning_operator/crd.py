@@ -20,7 +20,15 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
-from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, ReasoningRunSpec
+from reasoning_pipeline.spec import (
+    API_GROUP,
+    API_VERSION,
+    DIFFICULTIES,
+    KIND,
+    SUBSET_FORMATS,
+    SUBSETS,
+    ReasoningRunSpec,
+)
 
 PLURAL = "reasoningruns"
 SHORT_NAMES = ["rr"]
@@ -55,6 +63,13 @@ def _pool_has(pool_field: str) -> str:
 
 def _fits_context(sampling: str, server: str) -> str:
     return f"!has({server}.maxModelLen) || {sampling}.maxTokens <= {server}.maxModelLen"
+
+
+def _divides_pool_gpus(server: str) -> str:
+    return (
+        f"self.nodePools.all(p, p.name != {server}.nodePool || p.gpusPerNode == 0 || "
+        f"p.gpusPerNode % {server}.tensorParallelSize == 0)"
+    )
 
 
 def _needs(stage_field: str, previous_field: str, input_field: str) -> str:
@@ -124,6 +139,40 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         ".evaluation.benchmarks",
     ),
     (
+        _divides_pool_gpus("self.generation.teacher"),
+        "generation.teacher.tensorParallelSize must divide the gpusPerNode of its node pool",
+        ".generation.teacher.tensorParallelSize",
+    ),
+    (
+        _divides_pool_gpus("self.evaluation.server"),
+        "evaluation.server.tensorParallelSize must divide the gpusPerNode of its node pool",
+        ".evaluation.server.tensorParallelSize",
+    ),
+    (
+        "!self.training.enabled || self.training.nodes == 1 || self.storage.accessMode == 'ReadWriteMany' "
+        "|| has(self.storage.claimName)",
+        "storage.accessMode must be ReadWriteMany when training.nodes > 1: a ReadWriteOnce volume mounts on "
+        "one node only",
+        ".storage.accessMode",
+    ),
+    (
+        "!self.data.enabled || size(self.data.sources) > 0",
+        "data.sources is empty: name at least one source, or disable data",
+        ".data.sources",
+    ),
+    (
+        "!self.evaluation.enabled || size(self.evaluation.benchmarks) > 0",
+        "evaluation.benchmarks is empty: name at least one benchmark, or disable evaluation",
+        ".evaluation.benchmarks",
+    ),
+    (
+        "!self.evaluation.enabled || self.training.enabled || self.evaluation.server.model != '' || "
+        "has(self.evaluation.server.endpoint)",
+        "evaluation.server.model is empty (the train stage's model) but training is disabled: name the model "
+        "to evaluate",
+        ".evaluation.server.model",
+    ),
+    (
         "!has(self.training.ncclEnv) || self.training.ncclEnv.all(name, name.matches('^NCCL_[A-Z0-9_]+$'))",
         "training.ncclEnv: only NCCL_* variables belong here",
         ".training.ncclEnv",
@@ -155,24 +204,77 @@ SPEC_RULES: list[tuple[str, str, str]] = [
     ),
 ]
 
+
+def _one_of(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
 SOURCE_RULES: list[tuple[str, str, str]] = [
     (
         "self.format == 'reasoning-gym' ? has(self.task) : (has(self.hubId) != has(self.path))",
         "a data source needs exactly one of hubId or path (reasoning-gym sources need task instead)",
         ".path",
     ),
+    (
+        f"self.format in {_one_of(SUBSET_FORMATS)} || size(self.subsets) == 0",
+        f"data.sources[].subsets apply to {' and '.join(SUBSET_FORMATS)} sources only",
+        ".subsets",
+    ),
+    (
+        f"self.format in {_one_of(tuple(DIFFICULTIES))} || size(self.difficulties) == 0",
+        f"data.sources[].difficulties apply to {' and '.join(DIFFICULTIES)} sources only",
+        ".difficulties",
+    ),
+    *(
+        (
+            f"self.format != '{source_format}' || self.subsets.all(s, s in {_one_of(values)})",
+            f"data.sources[].subsets of a {source_format} source are among: {', '.join(values)}",
+            ".subsets",
+        )
+        for source_format, values in SUBSETS.items()
+    ),
+    *(
+        (
+            f"self.format != '{source_format}' || self.difficulties.all(d, d in {_one_of(values)})",
+            f"data.sources[].difficulties of a {source_format} source are among: {', '.join(values)}",
+            ".difficulties",
+        )
+        for source_format, values in DIFFICULTIES.items()
+    ),
 ]
+TOLERATION_RULES: list[tuple[str, str, str]] = [
+    (
+        "self.operator != 'Exists' || !has(self.value)",
+        "nodePools[].tolerations[].value must be empty with operator Exists",
+        ".value",
+    ),
+    (
+        "self.operator == 'Exists' || has(self.key)",
+        "nodePools[].tolerations[].key is needed with operator Equal (only Exists matches every key)",
+        ".key",
+    ),
+]
+# the run name becomes part of Service names and the value of every child's run label
+RUN_NAME_RULE = (
+    "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",
+    "metadata.name must be at most 63 lower-case letters, digits and '-' (no dots): it names Services and "
+    "labels the run's children",
+    ".metadata.name",
+)
 
 # Rules on the whole object: what may not change once the run has started.
 STARTED = "has(oldSelf.status) && has(oldSelf.status.phase) && oldSelf.status.phase != 'Pending'"
 IMMUTABLE_ONCE_STARTED = ["storage", "data", "generation", "rewrite", "filter", "format", "training"]
 ROOT_RULES: list[tuple[str, str, str]] = [
-    (
-        f"!({STARTED}) || self.spec.{section} == oldSelf.spec.{section}",
-        f"spec.{section} cannot change once the run has started (create a new run instead)",
-        f".spec.{section}",
-    )
-    for section in IMMUTABLE_ONCE_STARTED
+    RUN_NAME_RULE,
+    *(
+        (
+            f"!({STARTED}) || self.spec.{section} == oldSelf.spec.{section}",
+            f"spec.{section} cannot change once the run has started (create a new run instead)",
+            f".spec.{section}",
+        )
+        for section in IMMUTABLE_ONCE_STARTED
+    ),
 ]
 
 
@@ -267,6 +369,8 @@ def spec_schema() -> dict[str, Any]:
     schema["properties"]["data"]["properties"]["sources"]["items"]["x-kubernetes-validations"] = _validations(
         SOURCE_RULES
     )
+    tolerations = schema["properties"]["nodePools"]["items"]["properties"]["tolerations"]["items"]
+    tolerations["x-kubernetes-validations"] = _validations(TOLERATION_RULES)
     return schema
 
 

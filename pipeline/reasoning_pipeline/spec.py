@@ -71,6 +71,18 @@ KubeName = Annotated[
     Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
 ]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?$")]
+# A path segment other than "..", and the first one not "~…" either: no way out of the storage root, no
+# home directory of whoever reads it, and forward slashes only (RE2, as the API server's, has no lookahead)
+_SEGMENT = r"(\.?|\.\.[^/\\]+|\.[^./\\][^/\\]*|[^./\\][^/\\]*)"
+_FIRST_SEGMENT = r"(\.?|\.\.[^/\\]+|\.[^./\\][^/\\]*|[^~./\\][^/\\]*)"
+StoragePath = Annotated[
+    str, Field(min_length=1, max_length=4096, pattern=rf"^/?{_FIRST_SEGMENT}(/{_SEGMENT})*$")
+]
+HttpUrl = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^/\s]+(/\S*)?$")]
+# a value that must say something: an id, a name, a split
+Text = Annotated[str, Field(min_length=1, max_length=1024)]
+# the most tokens anything here is asked for or holds (1M: beyond every model of the recipe)
+MAX_TOKENS = 1 << 20
 
 
 # ------------------------------------------------------------------------------------------- cluster
@@ -86,6 +98,17 @@ class Toleration(SpecModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to tolerate; all effects when empty."
     )
+
+    @model_validator(mode="after")
+    def _can_match(self) -> Self:
+        """As the CRD's toleration rules say (and the API server would say of the pod, too late)."""
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("nodePools[].tolerations[].value must be empty with operator Exists")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError(
+                "nodePools[].tolerations[].key is needed with operator Equal (only Exists matches every key)"
+            )
+        return self
 
 
 class NodePool(SpecModel):
@@ -159,6 +182,26 @@ class StageCommon(SpecModel):
 
 # --------------------------------------------------------------------------------------------- data
 SourceFormat = Literal["numina", "apps", "taco", "still2", "reasoning-gym"]
+# What `subsets` and `difficulties` select, per format: the values the published datasets hold (a value
+# outside them selects nothing, silently, so the schema refuses it). STILL-2's domains are open.
+SUBSET_FORMATS: tuple[str, ...] = ("numina", "still2")
+SUBSETS: dict[str, tuple[str, ...]] = {
+    "numina": (
+        "amc_aime",
+        "aops_forum",
+        "cn_k12",
+        "gsm8k",
+        "math",
+        "olympiads",
+        "orca_math",
+        "synthetic_amc",
+        "synthetic_math",
+    ),
+}
+DIFFICULTIES: dict[str, tuple[str, ...]] = {
+    "apps": ("introductory", "interview", "competition"),
+    "taco": ("EASY", "MEDIUM", "MEDIUM_HARD", "HARD", "VERY_HARD", "UNKNOWN_DIFFICULTY"),
+}
 
 
 class DataSource(SpecModel):
@@ -167,14 +210,14 @@ class DataSource(SpecModel):
         description="Record format: numina (NuminaMath-CoT), apps, taco, still2 (ShareGPT-style), "
         "reasoning-gym (generated)."
     )
-    hub_id: str | None = Field(default=None, description="Hugging Face dataset id (needs hub access).")
-    path: str | None = Field(
+    hub_id: Text | None = Field(default=None, description="Hugging Face dataset id (needs hub access).")
+    path: StoragePath | None = Field(
         default=None,
         description="A local JSON Lines or Parquet file (or directory of them) instead of hub_id.",
     )
-    config_name: str | None = Field(default=None, description="Dataset configuration of hub_id, if any.")
-    revision: str | None = Field(default=None, description="Dataset revision (commit or tag) to pin.")
-    split: str = Field(default="train", description="Dataset split to read.")
+    config_name: Text | None = Field(default=None, description="Dataset configuration of hub_id, if any.")
+    revision: Text | None = Field(default=None, description="Dataset revision (commit or tag) to pin.")
+    split: Text = Field(default="train", description="Dataset split to read.")
     subsets: list[str] = Field(
         default_factory=list,
         description="Keep only these values of the record's source field (Numina `source`, e.g. amc_aime).",
@@ -191,8 +234,10 @@ class DataSource(SpecModel):
     limit: int | None = Field(
         default=None, ge=1, description="At most this many records, a seeded random sample after filtering."
     )
-    task: str | None = Field(default=None, description="reasoning-gym task name (e.g. basic_arithmetic).")
-    size: int = Field(default=100, ge=1, description="reasoning-gym: how many problems to generate.")
+    task: Text | None = Field(default=None, description="reasoning-gym task name (e.g. basic_arithmetic).")
+    size: int = Field(
+        default=100, ge=1, le=10_000_000, description="reasoning-gym: how many problems to generate."
+    )
 
     @model_validator(mode="after")
     def _has_an_origin(self) -> Self:
@@ -201,6 +246,25 @@ class DataSource(SpecModel):
                 raise ValueError(f"data source {self.name!r}: format reasoning-gym needs `task`")
         elif (self.hub_id is None) == (self.path is None):
             raise ValueError(f"data source {self.name!r}: give exactly one of `hubId` or `path`")
+        return self
+
+    @model_validator(mode="after")
+    def _selects_what_its_format_holds(self) -> Self:
+        """As the CRD's source rules say."""
+        for field, selected, formats, known in (
+            ("subsets", self.subsets, SUBSET_FORMATS, SUBSETS),
+            ("difficulties", self.difficulties, tuple(DIFFICULTIES), DIFFICULTIES),
+        ):
+            if selected and self.format not in formats:
+                raise ValueError(
+                    f"data source {self.name!r}: {field} apply to {' and '.join(formats)} sources only"
+                )
+            unknown = [v for v in selected if self.format in known and v not in known[self.format]]
+            if unknown:
+                raise ValueError(
+                    f"data source {self.name!r}: {field} {unknown} are not among the {self.format} "
+                    f"values: {', '.join(known[self.format])}"
+                )
         return self
 
 
@@ -243,14 +307,16 @@ class DataSpec(StageCommon):
 class Sampling(SpecModel):
     temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_tokens: int = Field(default=16384, ge=1, description="Most tokens to generate per sample.")
+    max_tokens: int = Field(
+        default=16384, ge=1, le=MAX_TOKENS, description="Most tokens to generate per sample."
+    )
     samples_per_prompt: int = Field(default=1, ge=1, le=64, description="Samples drawn per prompt.")
     seed: int | None = Field(default=None, description="Sampling seed passed to the server, if any.")
 
 
 class ServedModel(SpecModel):
-    model: str = Field(description="Hugging Face model id or a path on the shared storage.")
-    revision: str | None = Field(default=None, description="Model revision (commit or tag) to pin.")
+    model: Text = Field(description="Hugging Face model id or a path on the shared storage.")
+    revision: Text | None = Field(default=None, description="Model revision (commit or tag) to pin.")
     engine: Literal["vllm", "transformers"] = Field(
         default="vllm", description="vllm on GPUs; transformers is the small-scale CPU stand-in."
     )
@@ -260,7 +326,9 @@ class ServedModel(SpecModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         default="bfloat16", description="Weights and activations dtype."
     )
-    max_model_len: int | None = Field(default=None, ge=1, description="Context length the server allows.")
+    max_model_len: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS, description="Context length the server allows."
+    )
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vLLM's memory fraction.")
     enforce_eager: bool = Field(
         default=False,
@@ -279,7 +347,7 @@ class ServedModel(SpecModel):
         description="CPU and memory of the server container (on a GPU pool: requests only); the stage's "
         "resources when empty.",
     )
-    endpoint: str | None = Field(
+    endpoint: HttpUrl | None = Field(
         default=None,
         description="Use this OpenAI-compatible base URL (e.g. http://host:8000/v1) instead of deploying a "
         "server.",
@@ -294,11 +362,16 @@ class GenerationSpec(StageCommon):
     system_prompt: str = Field(default=QWEN_SYSTEM_PROMPT, description="Teacher system prompt.")
     concurrency: int = Field(default=64, ge=1, le=4096, description="Requests in flight at once.")
     max_retries: int = Field(default=5, ge=0, le=100, description="Retries of one failed request.")
-    request_timeout_seconds: float = Field(default=3600, gt=0, description="Timeout of one request.")
-    server_ready_timeout_seconds: float = Field(
-        default=1800, gt=0, description="How long to wait for the teacher server to answer before failing."
+    request_timeout_seconds: float = Field(
+        default=3600, gt=0, le=86400, description="Timeout of one request."
     )
-    input_path: str | None = Field(
+    server_ready_timeout_seconds: float = Field(
+        default=1800,
+        gt=0,
+        le=86400,
+        description="How long to wait for the teacher server to answer before failing.",
+    )
+    input_path: StoragePath | None = Field(
         default=None, description="Prompts file to use instead of the data stage's output."
     )
     keep_truncated: bool = Field(
@@ -310,8 +383,10 @@ class GenerationSpec(StageCommon):
 
 # ------------------------------------------------------------------------------------------ rewrite
 class RewriteSpec(StageCommon):
-    model: str = Field(default="gpt-4o-mini", description="Model that reformats the raw traces.")
-    base_url: str = Field(default="https://api.openai.com/v1", description="OpenAI-compatible API base URL.")
+    model: Text = Field(default="gpt-4o-mini", description="Model that reformats the raw traces.")
+    base_url: HttpUrl = Field(
+        default="https://api.openai.com/v1", description="OpenAI-compatible API base URL."
+    )
     api_key_secret: SecretKeyRef | None = Field(
         default=None, description="Secret holding the API key (mounted as OPENAI_API_KEY, never logged)."
     )
@@ -321,38 +396,46 @@ class RewriteSpec(StageCommon):
         "runs and demos: no key, no cost, not a language model).",
     )
     temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature of the rewrite.")
-    max_tokens: int = Field(default=16384, ge=1, description="Most tokens of one rewritten trace.")
+    max_tokens: int = Field(
+        default=16384, ge=1, le=MAX_TOKENS, description="Most tokens of one rewritten trace."
+    )
     concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight at once.")
     max_retries: int = Field(default=8, ge=0, le=100, description="Retries of one failed request.")
-    request_timeout_seconds: float = Field(default=600, gt=0, description="Timeout of one request.")
-    input_path: str | None = Field(
+    request_timeout_seconds: float = Field(default=600, gt=0, le=86400, description="Timeout of one request.")
+    input_path: StoragePath | None = Field(
         default=None, description="Raw traces to use instead of the generate stage's output."
     )
 
 
 # ------------------------------------------------------------------------------------------- filter
 class MathCheck(SpecModel):
-    timeout_seconds: float = Field(default=5, gt=0, description="Budget of one answer comparison.")
+    timeout_seconds: float = Field(default=5, gt=0, le=3600, description="Budget of one answer comparison.")
 
 
 class CodeCheck(SpecModel):
-    test_timeout_seconds: float = Field(default=4, gt=0, description="Wall-clock budget of one test case.")
+    test_timeout_seconds: float = Field(
+        default=4, gt=0, le=3600, description="Wall-clock budget of one test case."
+    )
     problem_timeout_seconds: float = Field(
-        default=10, gt=0, description="Wall-clock budget of all tests of one problem (APPS)."
+        default=10, gt=0, le=86400, description="Wall-clock budget of all tests of one problem (APPS)."
     )
     taco_problem_timeout_seconds: float = Field(
-        default=30, gt=0, description="Budget of one TACO problem, whose test suites are larger."
+        default=30, gt=0, le=86400, description="Budget of one TACO problem, whose test suites are larger."
     )
-    memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of the program.")
-    max_processes: int = Field(default=16, ge=1, description="Processes the program's user may run.")
-    max_output_bytes: int = Field(default=1 << 20, ge=1024, description="Most output read per test.")
+    memory_mb: int = Field(default=1024, ge=64, le=1 << 20, description="Address-space limit of the program.")
+    max_processes: int = Field(default=16, ge=1, le=4096, description="Processes the program's user may run.")
+    max_output_bytes: int = Field(
+        default=1 << 20, ge=1024, le=1 << 30, description="Most output read per test."
+    )
 
 
 class FilterSpec(StageCommon):
     math: MathCheck = Field(default_factory=MathCheck, description="Math answer checking.")
     code: CodeCheck = Field(default_factory=CodeCheck, description="Sandboxed code checking.")
-    workers: int = Field(default=0, ge=0, description="Checker processes; 0 = one per CPU of the pod limit.")
-    input_path: str | None = Field(
+    workers: int = Field(
+        default=0, ge=0, le=1024, description="Checker processes; 0 = one per CPU of the pod limit."
+    )
+    input_path: StoragePath | None = Field(
         default=None, description="Rewritten traces to use instead of the rewrite stage's output."
     )
 
@@ -360,11 +443,13 @@ class FilterSpec(StageCommon):
 # ------------------------------------------------------------------------------------------- format
 class FormatSpec(StageCommon):
     system_prompt: str = Field(default=STILL2_SYSTEM_PROMPT, description="System prompt of every sample.")
-    tokenizer: str | None = Field(
+    tokenizer: Text | None = Field(
         default=None, description="Tokenizer counting tokens; the training base model's when empty."
     )
-    max_tokens: int = Field(default=16384, ge=16, description="Samples longer than this are dropped.")
-    input_path: str | None = Field(
+    max_tokens: int = Field(
+        default=16384, ge=16, le=MAX_TOKENS, description="Samples longer than this are dropped."
+    )
+    input_path: StoragePath | None = Field(
         default=None, description="Kept traces to use instead of the filter stage's output."
     )
 
@@ -381,26 +466,30 @@ class DeepSpeedSpec(SpecModel):
 
 
 class TrainingSpec(StageCommon):
-    base_model: str = Field(default="Qwen/Qwen2.5-32B-Instruct", description="Student model to fine-tune.")
-    revision: str | None = Field(default=None, description="Model revision to pin.")
+    base_model: Text = Field(default="Qwen/Qwen2.5-32B-Instruct", description="Student model to fine-tune.")
+    revision: Text | None = Field(default=None, description="Model revision to pin.")
     node_pool: KubeName = Field(default="h100", description="Node pool the PyTorchJob runs on.")
     nodes: int = Field(default=1, ge=1, le=256, description="Nodes (master + workers).")
     gpus_per_node: int = Field(default=8, ge=0, le=64, description="GPUs per node; 0 trains on CPU.")
     processes_per_node: int | None = Field(
         default=None, ge=1, le=64, description="torchrun processes per node; the GPU count when empty."
     )
-    micro_batch_size: int = Field(default=1, ge=1, description="Sequences per device per step.")
-    gradient_accumulation_steps: int = Field(default=12, ge=1, description="Micro-batches per step.")
+    micro_batch_size: int = Field(default=1, ge=1, le=1024, description="Sequences per device per step.")
+    gradient_accumulation_steps: int = Field(default=12, ge=1, le=4096, description="Micro-batches per step.")
     global_batch_size: int = Field(
         default=96, ge=1, description="micro batch × accumulation × world size (Sky-T1: 1 × 12 × 8)."
     )
-    learning_rate: float = Field(default=1e-5, gt=0, description="Peak learning rate.")
+    learning_rate: float = Field(default=1e-5, gt=0, le=1, description="Peak learning rate.")
     lr_scheduler: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Schedule.")
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1, description="Warm-up as a fraction of steps.")
-    epochs: float = Field(default=3, gt=0, description="Passes over the dataset.")
-    cutoff_len: int = Field(default=16384, ge=16, description="Longest training sequence, in tokens.")
+    epochs: float = Field(default=3, gt=0, le=1000, description="Passes over the dataset.")
+    cutoff_len: int = Field(
+        default=16384, ge=16, le=MAX_TOKENS, description="Longest training sequence, in tokens."
+    )
     precision: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="Training precision.")
-    save_steps: int = Field(default=100, ge=1, description="Checkpoint every this many optimizer steps.")
+    save_steps: int = Field(
+        default=100, ge=1, le=1_000_000, description="Checkpoint every this many optimizer steps."
+    )
     keep_checkpoints: int = Field(
         default=2,
         ge=1,
@@ -416,7 +505,7 @@ class TrainingSpec(StageCommon):
     )
     seed: int = Field(default=42, description="Training seed.")
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed settings.")
-    input_path: str | None = Field(
+    input_path: StoragePath | None = Field(
         default=None, description="SFT dataset to use instead of the format stage's output."
     )
 
@@ -455,16 +544,16 @@ Benchmark = Literal["math500", "aime24", "gpqa-diamond", "livecodebench", "held-
 
 class BenchmarkSpec(SpecModel):
     name: Benchmark = Field(description="Which benchmark this is (decides the scorer and prompt).")
-    hub_id: str | None = Field(default=None, description="Hugging Face dataset id.")
+    hub_id: Text | None = Field(default=None, description="Hugging Face dataset id.")
     config_name: str | None = Field(
         default=None,
         min_length=1,
         description="Dataset configuration: `gpqa_diamond` of Idavidrein/gpqa, a LiveCodeBench release "
         "(`release_v2`: its 511 problems).",
     )
-    revision: str | None = Field(default=None, description="Dataset revision (commit or tag) to pin.")
-    path: str | None = Field(default=None, description="A local file instead of hub_id.")
-    split: str = Field(default="test", description="Dataset split.")
+    revision: Text | None = Field(default=None, description="Dataset revision (commit or tag) to pin.")
+    path: StoragePath | None = Field(default=None, description="A local file instead of hub_id.")
+    split: Text = Field(default="test", description="Dataset split.")
     limit: int | None = Field(default=None, ge=1, description="Score only the first this many problems.")
     sampling: Sampling | None = Field(default=None, description="Overrides the evaluation's sampling.")
 
@@ -509,7 +598,9 @@ class EvaluationSpec(StageCommon):
         default_factory=EvaluationServer, description="How the model being evaluated is served."
     )
     system_prompt: str = Field(default=STILL2_SYSTEM_PROMPT, description="System prompt at inference.")
-    code_timeout_seconds: float = Field(default=6, gt=0, description="LiveCodeBench per-test timeout.")
+    code_timeout_seconds: float = Field(
+        default=6, gt=0, le=3600, description="LiveCodeBench per-test timeout."
+    )
     compare_with_base: bool = Field(
         default=False, description="Also score training.baseModel, to show what the fine-tune changed."
     )
@@ -625,6 +716,41 @@ class ReasoningRunSpec(SpecModel):
                     f"{stage.value} is enabled but {previous.value} is disabled: give "
                     f"{_wire_section(stage)}.inputPath or enable {previous.value}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _can_run_as_written(self) -> Self:
+        """As the CRD's rules say: what the cluster or the stages would refuse later."""
+        for field, server in (
+            ("generation.teacher", self.generation.teacher),
+            ("evaluation.server", self.evaluation.server),
+        ):
+            pool = next((p for p in self.node_pools if p.name == server.node_pool), None)
+            if pool is not None and pool.gpus_per_node and pool.gpus_per_node % server.tensor_parallel_size:
+                raise ValueError(
+                    f"{field}.tensorParallelSize ({server.tensor_parallel_size}) must divide the "
+                    f"gpusPerNode ({pool.gpus_per_node}) of its node pool {pool.name!r}"
+                )
+        training, storage = self.training, self.storage
+        one_node_volume = storage.access_mode != "ReadWriteMany" and storage.claim_name is None
+        if training.enabled and training.nodes > 1 and one_node_volume:
+            raise ValueError(
+                f"storage.accessMode must be ReadWriteMany when training.nodes > 1 ({training.nodes}): "
+                "a ReadWriteOnce volume mounts on one node only"
+            )
+        if self.data.enabled and not self.data.sources:
+            raise ValueError("data.sources is empty: name at least one source, or disable data")
+        evaluation = self.evaluation
+        if evaluation.enabled and not evaluation.benchmarks:
+            raise ValueError(
+                "evaluation.benchmarks is empty: name at least one benchmark, or disable evaluation"
+            )
+        server = evaluation.server
+        if evaluation.enabled and not training.enabled and not server.model and server.endpoint is None:
+            raise ValueError(
+                "evaluation.server.model is empty (the train stage's model) but training is disabled: name "
+                "the model to evaluate"
+            )
         return self
 
 

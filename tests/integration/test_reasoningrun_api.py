@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.invalid_runs import INVALID, run, sky_t1, with_change
+from tests.support.invalid_runs import INVALID, INVALID_NAMES, run, sky_t1, with_change
 
 GROUP, VERSION, PLURAL = "reasoning.dev", "v1alpha1", "reasoningruns"
 
@@ -52,6 +52,16 @@ def test_invalid_specs_are_refused_naming_the_field(
         create(custom, namespace, run("invalid", spec))
     assert refused.value.status == 422
     assert message in json.loads(refused.value.body)["message"]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=i) for i, n in INVALID_NAMES])
+def test_run_names_that_cannot_name_a_service_or_a_label_are_refused(
+    custom: client.CustomObjectsApi, namespace: str, reasoning_crd: None, name: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        create(custom, namespace, run(name, sky_t1()["spec"]))
+    assert refused.value.status == 422
+    assert "metadata.name must be at most 63 lower-case letters" in json.loads(refused.value.body)["message"]
 
 
 def test_unknown_fields_are_refused_with_strict_field_validation(

@@ -27,18 +27,23 @@ def sky_t1() -> dict[str, Any]:
     return document
 
 
-def with_change(path: str, value: Any) -> dict[str, Any]:
-    """The full recipe's spec with one field (dotted path; list items by index) set to `value`."""
+def with_changes(*changes: tuple[str, Any]) -> dict[str, Any]:
+    """The full recipe's spec with fields (dotted paths; list items by index) set to values."""
     spec: dict[str, Any] = copy.deepcopy(sky_t1()["spec"])
-    *parents, leaf = path.split(".")
-    node: Any = spec
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(leaf)] = value
-    else:
-        node[leaf] = value
+    for path, value in changes:
+        *parents, leaf = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(leaf)] = value
+        else:
+            node[leaf] = value
     return spec
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    return with_changes((path, value))
 
 
 INVALID = [
@@ -233,3 +238,133 @@ INVALID = [
         "spec.nodePools[1].gpusPerNode: Invalid value",
     ),
 ]
+
+
+# Mistakes as users make them, each of which used to pass admission and fail later (or do nothing):
+# refused by the API server and by the spec models alike (tests/unit/test_spec.py checks the models).
+REFUSED_BEFORE_RUN_TIME = [
+    # numbers with an obvious bound
+    ("learning-rate-above-one", with_change("training.learningRate", 5), "spec.training.learningRate"),
+    ("endless-epochs", with_change("training.epochs", 100000), "spec.training.epochs: Invalid value"),
+    ("huge-cutoff", with_change("training.cutoffLen", 10**9), "spec.training.cutoffLen: Invalid value"),
+    (
+        "huge-max-tokens",
+        with_change("generation.sampling.maxTokens", 10**8),
+        "spec.generation.sampling.maxTokens: Invalid value",
+    ),
+    (
+        "huge-sandbox-memory",
+        with_change("filter.code.memoryMb", 10**9),
+        "spec.filter.code.memoryMb: Invalid value",
+    ),
+    (
+        "day-long-test",
+        with_change("filter.code.testTimeoutSeconds", 10**7),
+        "spec.filter.code.testTimeoutSeconds: Invalid value",
+    ),
+    (
+        "endless-request",
+        with_change("rewrite.requestTimeoutSeconds", 10**7),
+        "spec.rewrite.requestTimeoutSeconds: Invalid value",
+    ),
+    # empty where a value is needed
+    ("empty-base-model", with_change("training.baseModel", ""), "spec.training.baseModel: Invalid value"),
+    (
+        "empty-teacher",
+        with_change("generation.teacher.model", ""),
+        "spec.generation.teacher.model: Invalid value",
+    ),
+    ("empty-rewrite-model", with_change("rewrite.model", ""), "spec.rewrite.model: Invalid value"),
+    ("empty-split", with_change("data.sources.3.split", ""), "spec.data.sources[3].split: Invalid value"),
+    ("empty-hub-id", with_change("data.sources.0.hubId", ""), "spec.data.sources[0].hubId: Invalid value"),
+    ("no-sources", with_change("data.sources", []), "data.sources is empty"),
+    ("no-benchmarks", with_change("evaluation.benchmarks", []), "evaluation.benchmarks is empty"),
+    (
+        "nothing-to-evaluate",
+        with_changes(("training.enabled", False), ("evaluation.server.model", "")),
+        "evaluation.server.model is empty (the train stage's model) but training is disabled",
+    ),
+    # paths out of the storage, a home directory, backslashes
+    (
+        "path-out-of-the-storage",
+        with_change("data.sources.0", {"name": "mine", "format": "numina", "path": "../../etc/passwd"}),
+        "spec.data.sources[0].path: Invalid value",
+    ),
+    (
+        "path-climbing-inside",
+        with_change("evaluation.benchmarks.0", {"name": "math500", "path": "bench/../../../x.jsonl"}),
+        "spec.evaluation.benchmarks[0].path: Invalid value",
+    ),
+    ("path-in-home", with_change("generation.inputPath", "~/prompts.jsonl"), "spec.generation.inputPath"),
+    (
+        "path-with-backslashes",
+        with_change("training.inputPath", "format\\sft.jsonl"),
+        "spec.training.inputPath: Invalid value",
+    ),
+    # URLs without a scheme
+    (
+        "endpoint-without-scheme",
+        with_change("generation.teacher.endpoint", "teacher:8000/v1"),
+        "spec.generation.teacher.endpoint: Invalid value",
+    ),
+    (
+        "base-url-without-scheme",
+        with_change("rewrite.baseUrl", "api.openai.com/v1"),
+        "spec.rewrite.baseUrl: Invalid value",
+    ),
+    # contradictions between fields
+    (
+        "two-nodes-on-a-one-node-volume",
+        with_changes(
+            ("storage.accessMode", "ReadWriteOnce"),
+            ("training.nodes", 2),
+            ("training.gradientAccumulationSteps", 6),
+        ),
+        "storage.accessMode must be ReadWriteMany when training.nodes > 1",
+    ),
+    (
+        "teacher-tensor-parallel-of-three",
+        with_change("generation.teacher.tensorParallelSize", 3),
+        "generation.teacher.tensorParallelSize must divide the gpusPerNode of its node pool",
+    ),
+    (
+        "evaluation-tensor-parallel-of-five",
+        with_change("evaluation.server.tensorParallelSize", 5),
+        "evaluation.server.tensorParallelSize must divide the gpusPerNode of its node pool",
+    ),
+    (
+        "toleration-exists-with-a-value",
+        with_change(
+            "nodePools.1.tolerations", [{"key": "nvidia.com/gpu", "operator": "Exists", "value": "1"}]
+        ),
+        "tolerations[].value must be empty with operator Exists",
+    ),
+    (
+        "toleration-equal-without-a-key",
+        with_change("nodePools.1.tolerations", [{"operator": "Equal", "value": "gpu"}]),
+        "tolerations[].key is needed with operator Equal",
+    ),
+    (
+        "difficulties-of-numina",
+        with_change("data.sources.0.difficulties", ["MEDIUM"]),
+        "difficulties apply to apps and taco sources only",
+    ),
+    (
+        "subsets-of-apps",
+        with_change("data.sources.3.subsets", ["interview"]),
+        "subsets apply to numina and still2 sources only",
+    ),
+    (
+        "taco-difficulty-in-lower-case",
+        with_change("data.sources.4.difficulties", ["medium"]),
+        "difficulties of a taco source are among: EASY, MEDIUM",
+    ),
+    (
+        "numina-subset-misspelled",
+        with_change("data.sources.0.subsets", ["amc-aime"]),
+        "subsets of a numina source are among: amc_aime",
+    ),
+]
+INVALID += REFUSED_BEFORE_RUN_TIME
+# Run names the API server takes as object names but that cannot name a Service or label a child.
+INVALID_NAMES = [("dotted", "sky.t1"), ("longer-than-a-label", "sky-t1-" + "x" * 60)]

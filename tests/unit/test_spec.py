@@ -16,6 +16,8 @@ from reasoning_pipeline.spec import (
     load_run,
 )
 
+from tests.support.invalid_runs import INVALID_NAMES, REFUSED_BEFORE_RUN_TIME
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -245,3 +247,38 @@ def test_load_run_names_the_file(tmp_path: Path) -> None:
     listing.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="expected a ReasoningRun manifest"):
         load_run(listing)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"), [pytest.param(s, m, id=i) for i, s, m in REFUSED_BEFORE_RUN_TIME]
+)
+def test_what_admission_refuses_the_spec_models_refuse_too(spec: dict[str, Any], message: str) -> None:
+    """The API server's verdicts are checked in tests/integration/test_reasoningrun_api.py; a local run
+    (`reasoning-pipeline run`) reads the same file through the models and must refuse it as well."""
+    with pytest.raises(ValidationError):
+        ReasoningRunSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=i) for i, n in INVALID_NAMES])
+def test_run_names_that_cannot_name_a_service_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError):
+        ReasoningRun.model_validate({"metadata": {"name": name}, "spec": {}})
+
+
+def test_paths_stay_on_the_storage_and_may_say_dots() -> None:
+    """What the path rule lets through: relative and absolute paths, dot files, names with dots."""
+    for path in (
+        "tiny-world/data/x.jsonl",
+        "/data/runs/a/b.parquet",
+        ".cache/x",
+        "a/./b",
+        "v1..2/x",
+        "...",
+        "a//b",
+    ):
+        source = {"name": "s", "format": "numina", "path": path}
+        ReasoningRunSpec.model_validate({"data": {"sources": [source]}})
+    for path in ("..", "../x", "a/../../b", "a/..", "~/x", "~", "a\\b", ""):
+        source = {"name": "s", "format": "numina", "path": path}
+        with pytest.raises(ValidationError):
+            ReasoningRunSpec.model_validate({"data": {"sources": [source]}})

@@ -34,6 +34,8 @@ def test_the_full_recipe_is_accepted_and_defaults_are_filled_in(
         "replicas": 1,
         "dtype": "bfloat16",
         "gpuMemoryUtilization": 0.9,
+        "enforceEager": False,
+        "cpuKvCacheGib": 1,
     }
     assert spec["generation"]["sampling"]["temperature"] == 0.7
     assert [p["name"] for p in spec["nodePools"]] == ["cpu", "h100"]

@@ -69,6 +69,93 @@ def test_wrong_or_missing_answers_are_rejected_with_a_reason(
     assert reason in verdict.reason
 
 
+@pytest.mark.parametrize(
+    ("response", "reference"),
+    [
+        # a condition on one variable is the set it describes, either way round
+        ("x > 3", "(3, \\infty)"),
+        ("(3,\\infty)", "x>3"),
+        ("x \\geq 3", "[3, \\infty)"),
+        ("-2 < x < 5", "(-2, 5)"),
+        ("y > 3", "(3,\\infty)"),
+        ("x \\neq 2", "(-\\infty,2)\\cup(2,\\infty)"),
+        ("x^2 > 4", "(-\\infty,-2)\\cup(2,\\infty)"),
+        ("x>3", "x \\in (3,\\infty)"),
+        ("x \\le -1 \\text{ or } x \\ge 2", "(-\\infty,-1] \\cup [2,\\infty)"),
+        ("(-\\infty,1)\\cup(2,\\infty)", "x<1 \\text{ or } x>2"),
+        ("x<1 \\lor x>2", "(-\\infty,1)\\cup(2,\\infty)"),
+        ("-1 \\le x < 2 \\text{ or } x \\geq 5", "[-1,2)\\cup[5,\\infty)"),
+        ("x > 0 \\text{ and } x < 4 \\text{ or } x > 9", "(0,4)\\cup(9,\\infty)"),
+        # trigonometric functions of degrees take degrees
+        ("\\sin 75^\\circ", "\\frac{\\sqrt6+\\sqrt2}{4}"),
+        ("\\tan(15^{\\circ})", "2-\\sqrt3"),
+        ("\\sin 30°", "\\frac12"),
+        ("\\frac{\\sqrt{3}}{2}", "\\sin 120^\\circ"),
+        ("\\cos 20^\\circ\\cos 40^\\circ\\cos 80^\\circ", "\\frac18"),
+        # i is the imaginary unit
+        ("e^{i\\pi}", "-1"),
+        ("e^{i\\pi/2}", "i"),
+        ("(1+i)^2", "2i"),
+        ("\\frac{1}{i}", "-i"),
+        ("\\frac{e^{ix}+e^{-ix}}{2}", "\\cos x"),
+        # closed forms and their simplified values: what sympy proves, and identities it misses
+        ("\\tan 2x", "\\frac{2\\tan x}{1-\\tan^2 x}"),
+        ("\\sin 3x", "3\\sin x - 4\\sin^3 x"),
+        ("e^{2\\ln 3}", "9"),
+        ("\\sqrt[3]{e^6}", "e^2"),
+        ("\\cos\\frac{\\pi}{7}\\cos\\frac{2\\pi}{7}\\cos\\frac{4\\pi}{7}", "-\\frac18"),
+        ("\\frac{x^2-1}{x-1}", "x+1"),
+    ],
+)
+def test_forms_a_grader_accepts_are_correct(response: str, reference: str) -> None:
+    verdict = check_math(f"\\boxed{{{response}}}", f"\\boxed{{{reference}}}")
+    assert verdict.correct, verdict
+
+
+@pytest.mark.parametrize(
+    ("response", "reference"),
+    [
+        # near misses of the forms above stay wrong
+        ("x > 3", "[3, \\infty)"),
+        ("x \\geq 3", "(3, \\infty)"),
+        ("x > 3", "(-\\infty, 3)"),
+        ("x<1 \\text{ or } x > 2", "(1,2)"),
+        ("x < 1 \\text{ and } x > 2", "(1,2)"),
+        ("x > 3 \\text{ or } x < 5", "(3,5)"),
+        ("x > 3 \\text{ and } y < 2", "(3,\\infty)"),
+        ("x>3, x<5", "(3,5)"),  # a comma could be either connective: not read
+        ("x^2 = 3x-2", "\\{1,2\\}"),  # an equation is not its solution set
+        ("x>3", "\\{4,5\\}"),
+        ("1 \\le x \\le 3", "\\{1,2,3\\}"),
+        ("\\sin 75^\\circ", "\\sin 75"),
+        ("\\sin 75", "\\sin 75^\\circ"),
+        ("2\\pi", "360^\\circ"),  # an angle alone is its number
+        ("\\cos 60^\\circ", "60"),
+        ("e^{i\\pi}", "1"),
+        ("e^{i\\pi}", "e^{\\pi}"),
+        ("i", "1"),
+        ("i^2", "1"),
+        ("x + i", "x - i"),
+        ("a_i", "a"),
+        ("2\\sin x\\cos x", "\\cos 2x"),
+        ("\\tan x", "\\cot x"),
+        ("\\sqrt{x^2}", "x"),  # differ where x < 0
+        ("|x|", "x"),
+        ("\\ln(x^2)", "2\\ln x"),
+        ("x^{100}+1", "x^{100}"),
+        ("1000000001x", "1000000000x"),
+        ("x+1.00001", "x+1"),
+        ("\\sin x", "\\sin y"),
+        ("f(x)", "f(y)"),
+        ("100001", "100000"),  # integers are equal or not: Sky-T1's 1e-4 tolerance took these as equal
+    ],
+)
+def test_near_misses_of_those_forms_stay_wrong(response: str, reference: str) -> None:
+    verdict = check_math(f"\\boxed{{{response}}}", f"\\boxed{{{reference}}}")
+    assert not verdict.correct, verdict
+    assert "not equivalent" in verdict.reason
+
+
 def test_pool_answers_in_order_and_survives_a_pathological_answer() -> None:
     pairs = [("\\boxed{9^{9^{9^{9}}}}", "5")] + [
         (f"\\boxed{{{n}}}", str(n if n % 3 else n + 1)) for n in range(20)

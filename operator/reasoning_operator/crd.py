@@ -209,6 +209,8 @@ def _one_of(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
+# A default list item gets no defaults of its own (the API server checks the CRD's `default` of
+# data.sources as written), so every rule on an optional field asks has() first.
 SOURCE_RULES: list[tuple[str, str, str]] = [
     (
         "self.format == 'reasoning-gym' ? has(self.task) : (has(self.hubId) != has(self.path))",
@@ -216,18 +218,20 @@ SOURCE_RULES: list[tuple[str, str, str]] = [
         ".path",
     ),
     (
-        f"self.format in {_one_of(SUBSET_FORMATS)} || size(self.subsets) == 0",
+        f"!has(self.subsets) || size(self.subsets) == 0 || self.format in {_one_of(SUBSET_FORMATS)}",
         f"data.sources[].subsets apply to {' and '.join(SUBSET_FORMATS)} sources only",
         ".subsets",
     ),
     (
-        f"self.format in {_one_of(tuple(DIFFICULTIES))} || size(self.difficulties) == 0",
+        "!has(self.difficulties) || size(self.difficulties) == 0 "
+        f"|| self.format in {_one_of(tuple(DIFFICULTIES))}",
         f"data.sources[].difficulties apply to {' and '.join(DIFFICULTIES)} sources only",
         ".difficulties",
     ),
     *(
         (
-            f"self.format != '{source_format}' || self.subsets.all(s, s in {_one_of(values)})",
+            f"!has(self.subsets) || self.format != '{source_format}' "
+            f"|| self.subsets.all(s, s in {_one_of(values)})",
             f"data.sources[].subsets of a {source_format} source are among: {', '.join(values)}",
             ".subsets",
         )
@@ -235,7 +239,8 @@ SOURCE_RULES: list[tuple[str, str, str]] = [
     ),
     *(
         (
-            f"self.format != '{source_format}' || self.difficulties.all(d, d in {_one_of(values)})",
+            f"!has(self.difficulties) || self.format != '{source_format}' "
+            f"|| self.difficulties.all(d, d in {_one_of(values)})",
             f"data.sources[].difficulties of a {source_format} source are among: {', '.join(values)}",
             ".difficulties",
         )
@@ -259,7 +264,7 @@ RUN_NAME_RULE = (
     "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",
     "metadata.name must be at most 63 lower-case letters, digits and '-' (no dots): it names Services and "
     "labels the run's children",
-    ".metadata.name",
+    "",  # a fieldPath must name a property of the schema, and metadata has none there
 )
 
 # Rules on the whole object: what may not change once the run has started.
@@ -279,7 +284,10 @@ ROOT_RULES: list[tuple[str, str, str]] = [
 
 
 def _validations(rules: list[tuple[str, str, str]]) -> list[dict[str, str]]:
-    return [{"rule": rule, "message": message, "fieldPath": path} for rule, message, path in rules]
+    return [
+        {"rule": rule, "message": message, **({"fieldPath": path} if path else {})}
+        for rule, message, path in rules
+    ]
 
 
 # ------------------------------------------------------------------------------------- JSON schema → CRD

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 
 from tests.support.cluster import REPO_ROOT, ClusterTarget, cached_tool
 from tests.support.waiting import wait_for
@@ -50,8 +50,36 @@ def helm(cluster: ClusterTarget, *args: str) -> str:
     command = [cached_tool("bin_helm"), "--kubeconfig", cluster.kubeconfig, *args]
     finished = subprocess.run(command, text=True, capture_output=True, check=False)
     if finished.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{finished.stderr}")
+        namespace = args[args.index("--namespace") + 1] if "--namespace" in args else None
+        report = namespace_report(cluster, namespace) if namespace else ""
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{finished.stderr}{report}")
     return finished.stdout
+
+
+def namespace_report(cluster: ClusterTarget, namespace: str) -> str:
+    """What a `--wait` that timed out was waiting for: each pod's phase and container states, then the
+    namespace's events (an image the node lacks, a crash, a probe that never passed)."""
+    core = client.CoreV1Api(config.new_client_from_config(config_file=cluster.kubeconfig))
+    lines = [f"\npods in {namespace}:"]
+    for pod in core.list_namespaced_pod(namespace).items:
+        lines.append(f"  {pod.metadata.name} {pod.status.phase} on {pod.spec.node_name}")
+        for status in pod.status.container_statuses or []:
+            lines.append(f"    {status.name}: ready={status.ready} restarts={status.restart_count}")
+            lines.append(f"      state={status.state.to_dict()} last={status.last_state.to_dict()}")
+            if status.restart_count or status.state.terminated:
+                log = core.read_namespaced_pod_log(
+                    pod.metadata.name,
+                    namespace,
+                    container=status.name,
+                    previous=bool(status.restart_count),
+                    tail_lines=30,
+                )
+                lines += [f"      | {line}" for line in log.splitlines()]
+    lines.append(f"events in {namespace}:")
+    for event in core.list_namespaced_event(namespace).items[-40:]:
+        involved = event.involved_object
+        lines.append(f"  {involved.kind}/{involved.name} {event.reason}: {event.message}")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager

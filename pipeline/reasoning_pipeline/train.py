@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasoning_pipeline import checkpoints as checkpoint_store
 from reasoning_pipeline.batches import micro_batches, require_one_optimizer_step
 from reasoning_pipeline.deepspeed_config import deepspeed_config
 from reasoning_pipeline.deepspeed_ops import CPU_COLLECTIVES_OP, OPTIMIZER_OP, require_loadable
@@ -139,16 +140,6 @@ def _model_source(spec: TrainingSpec, paths: RunPaths) -> str:
     return spec.base_model  # a hub id
 
 
-def _latest_checkpoint(directory: Path) -> str | None:
-    latest = directory / "latest"
-    if not latest.is_file():
-        return None
-    tag = latest.read_text().strip()
-    if not (directory / tag).is_dir():
-        raise StageError(f"{latest}: names checkpoint {tag!r}, which is missing: the checkpoint is corrupt")
-    return tag
-
-
 # What one checkpoint holds per parameter: 16-bit weights (2 bytes) in the model states, and the fp32
 # master weights with Adam's two moments (12 bytes) in the optimizer states; 32.8 B parameters ≈ 459 GB.
 CHECKPOINT_BYTES_PER_PARAMETER = 14
@@ -189,21 +180,6 @@ def require_room_for_checkpoints(spec: TrainingSpec, parameters: int, checkpoint
         )
 
 
-def prune_checkpoints(checkpoints: Path, keep: int) -> list[str]:
-    """Deletes all but the newest `keep` `step-N` checkpoints, never the one `latest` names."""
-    import shutil
-
-    latest = (checkpoints / "latest").read_text().strip() if (checkpoints / "latest").is_file() else None
-    tags = sorted(
-        (p for p in checkpoints.glob("step-*") if p.is_dir() and p.name[5:].isdigit()),
-        key=lambda p: int(p.name[5:]),
-    )
-    doomed = [p for p in tags[:-keep] if p.name != latest]
-    for path in doomed:
-        shutil.rmtree(path)
-    return [p.name for p in doomed]
-
-
 def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     import deepspeed
     import torch
@@ -235,7 +211,10 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     per_epoch = require_one_optimizer_step(len(examples), spec, where.world_size)
     stage_dir = paths.stage_dir(Stage.TRAIN)
     checkpoints = stage_dir / CHECKPOINTS_DIR
-    tag = _latest_checkpoint(checkpoints)
+    resume = checkpoint_store.resumable(checkpoints)
+    tag = resume.tag
+    for passed in resume.passed_over:
+        print(f"checkpoint {passed}: not resumed from", flush=True)
     require_cuda(spec)
     ds_config = deepspeed_config(spec, plan)
     offloading = "offload_optimizer" in ds_config["zero_optimization"]
@@ -246,6 +225,8 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     # every check of the input is done: only now join the other processes; the backend follows the spec,
     # never what happens to be usable (a GPU run must not fall back to gloo on a broken node)
     deepspeed.init_distributed(dist_backend="nccl" if spec.gpus_per_node > 0 else "gloo")
+    if where.rank == 0:  # every process has chosen its checkpoint: joining needs them all
+        checkpoint_store.discard_passed_over(checkpoints, resume)
     steps_per_epoch = per_epoch // spec.gradient_accumulation_steps
     total_steps = max(1, math.floor(steps_per_epoch * spec.epochs))
     total_micro = total_steps * spec.gradient_accumulation_steps
@@ -307,7 +288,8 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                 )
                 # save_checkpoint returns once every process has written its part and `latest` is set
                 if where.rank == 0:
-                    prune_checkpoints(checkpoints, spec.keep_checkpoints)
+                    checkpoint_store.seal(checkpoints, f"step-{step}")
+                    checkpoint_store.prune(checkpoints, spec.keep_checkpoints)
     out = stage_dir / MODEL_DIR
     save_model(engine, model, out, where.rank)
     del partitioned

@@ -67,8 +67,8 @@ def torchrun(root: Path) -> list[str]:
 
 def test_zero3_on_two_processes_resumes_after_a_kill_and_the_loss_goes_down(sft_root: Path) -> None:
     stage_dir = sft_root / "runs" / "sft" / "train"
-    latest = stage_dir / "checkpoints" / "latest"
-    # killed right after its first checkpoint (step 3 of 16)
+    latest = stage_dir / "checkpoints" / "sealed"
+    # killed right after its first checkpoint was sealed (step 3 of 16)
     process = subprocess.Popen(
         torchrun(sft_root),
         env=ENVIRONMENT,
@@ -115,6 +115,7 @@ def test_zero3_on_two_processes_resumes_after_a_kill_and_the_loss_goes_down(sft_
         "step-16",
     ]
     assert latest.read_text().strip() == "step-16"
+    assert all((stage_dir / "checkpoints" / tag / "sealed.json").is_file() for tag in ("step-15", "step-16"))
 
 
 def run_in_process(root: Path, **training: Any) -> Any:
@@ -140,27 +141,6 @@ def test_a_sequence_longer_than_the_cutoff_is_named(sft_root: Path, monkeypatch:
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(StageError, match=r"SFT record 1: \d+ tokens, longer than training.cutoffLen \(16\)"):
         run_in_process(sft_root, cutoffLen=16)
-
-
-def test_a_corrupt_checkpoint_is_named(sft_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    checkpoints = sft_root / "runs" / "sft" / "train" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / "latest").write_text("step-99")
-    with pytest.raises(
-        StageError, match="names checkpoint 'step-99', which is missing: the checkpoint is corrupt"
-    ):
-        run_in_process(sft_root)
-
-
-def test_old_checkpoints_go_as_new_ones_come_never_the_latest(tmp_path: Path) -> None:
-    for step in (1, 2, 3, 10, 11):
-        (tmp_path / f"step-{step}").mkdir()
-    (tmp_path / "latest").write_text("step-11")
-    assert train.prune_checkpoints(tmp_path, 2) == ["step-1", "step-2", "step-3"]  # by number, not by name
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["step-10", "step-11"]
-    (tmp_path / "latest").write_text("step-10")  # a resumed run points back: that one stays
-    assert train.prune_checkpoints(tmp_path, 1) == []
 
 
 def test_storage_too_small_for_the_checkpoints_fails_before_training_naming_both_fields(

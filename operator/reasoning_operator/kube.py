@@ -75,6 +75,17 @@ class Kube:
             raise
         return created
 
+    def read(self, namespace: str, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The object of `manifest`'s kind and name as it is now; None when there is none."""
+        path = collection_path(manifest["apiVersion"], manifest["kind"], namespace)
+        try:
+            found: Mapping[str, Any] = self._call("GET", f"{path}/{manifest['metadata']['name']}")
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
     def merge_patch(
         self, namespace: str, child: ChildRef, patch: Mapping[str, Any], *, subresource: str = ""
     ) -> Any:

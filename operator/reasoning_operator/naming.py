@@ -12,6 +12,9 @@ from enum import StrEnum
 from reasoning_pipeline.spec import API_GROUP, ReasoningRunSpec, Stage
 
 LABEL_RUN = f"{API_GROUP}/run"
+# the run's uid: a run deleted and created again under its name is another run, and its children must not
+# be taken for the earlier one's (their names are the same)
+LABEL_RUN_UID = f"{API_GROUP}/run-uid"
 LABEL_STAGE = f"{API_GROUP}/stage"
 LABEL_ATTEMPT = f"{API_GROUP}/attempt"
 LABEL_ROLE = f"{API_GROUP}/role"

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from reasoning_pipeline.spec import Stage
 from reasoning_pipeline.summary import Failure
 
-from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_ROLE, LABEL_STAGE, Role
+from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_ROLE, LABEL_RUN_UID, LABEL_STAGE, Role
 
 AttemptPhase = Literal["Running", "Succeeded", "Failed"]
 WORKLOAD_KINDS = ("Job", "PyTorchJob")
@@ -251,6 +251,28 @@ def _gpu_seconds(pod: Mapping[str, Any], gpu_resources: frozenset[str], now: dat
         if start is not None:
             seconds = max(seconds, (end - start).total_seconds())
     return gpus * max(seconds, 0.0)
+
+
+def instance_of(body: Mapping[str, Any]) -> str | None:
+    """The uid of the run a child was made for: its label, or the ReasoningRun that owns it (children
+    made before the label); None when neither says (a pod of an older Job)."""
+    labelled = _labels(body).get(LABEL_RUN_UID)
+    if labelled:
+        return labelled
+    for owner in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "ReasoningRun":
+            return str(owner.get("uid"))
+    return None
+
+
+def of_instance(children: Iterable[Mapping[str, Any]], uid: str) -> list[Mapping[str, Any]]:
+    """The children of this run, not of an earlier run of the same name whose children the garbage
+    collector has not removed yet. The storage claim is every instance's: data outlives a run."""
+    return [
+        body
+        for body in children
+        if body.get("kind") == "PersistentVolumeClaim" or instance_of(body) in (None, uid)
+    ]
 
 
 def observe(

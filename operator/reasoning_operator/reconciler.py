@@ -21,7 +21,7 @@ from reasoning_operator.cache import Cache, RunKey
 from reasoning_operator.cost import gpu_resources
 from reasoning_operator.kube import Kube
 from reasoning_operator.machine import Plan, advance, invalid, suspend_patch
-from reasoning_operator.observe import ChildRef, observe, parse_time, timestamp
+from reasoning_operator.observe import ChildRef, instance_of, observe, of_instance, parse_time, timestamp
 from reasoning_operator.run import InvalidRun, RunRef
 from reasoning_operator.status import Event
 
@@ -51,6 +51,7 @@ class Reconciler:
         self._again: set[RunKey] = set()
         self._cost_written: dict[RunKey, float] = {}
         self._wakeups: dict[RunKey, tuple[str, threading.Timer]] = {}
+        self._name_conflicts: set[tuple[str, str, str]] = set()
 
     def reconcile(self, key: RunKey) -> None:
         with self._guard:
@@ -92,7 +93,8 @@ class Reconciler:
         generation = int(body["metadata"].get("generation") or 0)
         try:
             run = RunRef.from_body(body)
-            observed = observe(self.cache.children(key), gpu_resources=gpu_resources(run.spec), now=now)
+            children = of_instance(self.cache.children(key), run.uid)
+            observed = observe(children, gpu_resources=gpu_resources(run.spec), now=now)
             plan = advance(run, observed, previous, now=timestamp(now))
         except InvalidRun as error:  # also a reference the schema cannot check (a node pool's name)
             status = invalid(previous, str(error), generation=generation, now=timestamp(now))
@@ -101,7 +103,7 @@ class Reconciler:
                 self.kube.post_event(body, Event("Warning", "InvalidSpec", str(error)))
             self._wake_at(key, None)
             return
-        self._carry_out(run, plan)
+        self._carry_out(run, body, plan)
         self._wake_at(key, plan.wake_at)
         if self._status_due(key, previous, plan.status):
             self._write_status(key, body, plan.status)
@@ -109,11 +111,13 @@ class Reconciler:
         for event in plan.events:
             self.kube.post_event(body, event)
 
-    def _carry_out(self, run: RunRef, plan: Plan) -> None:
+    def _carry_out(self, run: RunRef, body: Mapping[str, Any], plan: Plan) -> None:
         for manifest in plan.create:
             created = self.kube.create(run.namespace, manifest)
             if created is not None:
                 self.cache.put_child(created)
+            elif self._name_taken(run, body, manifest):
+                break  # the rest would start under the earlier run's ConfigMap: after it is gone
         for workload, suspend in plan.suspend:
             self.cache.put_child(
                 self.kube.merge_patch(run.namespace, workload, suspend_patch(workload, suspend))
@@ -121,6 +125,26 @@ class Reconciler:
         for child in plan.delete:
             self.kube.delete(run.namespace, child)
             self.cache.forget_child((run.namespace, run.name), child.kind, child.name)
+
+    def _name_taken(self, run: RunRef, body: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+        """After a 409: True when the name is held by a child of an earlier run of this name, which the
+        garbage collector removes shortly (its deletion is a child event: this run reconciles then)."""
+        existing = self.kube.read(run.namespace, manifest)
+        if existing is None:
+            return True  # removed since: the next reconcile creates it
+        holder = instance_of(existing)
+        if holder in (None, run.uid) or existing.get("kind") == "PersistentVolumeClaim":
+            self.cache.put_child(existing)
+            return False
+        key = (run.namespace, run.name, run.uid)
+        if key not in self._name_conflicts:
+            self._name_conflicts.add(key)
+            message = (
+                f"{existing.get('kind')} {manifest['metadata']['name']} still belongs to an earlier run of"
+                f" this name (uid {holder}); this run's children are created once it is gone"
+            )
+            self.kube.post_event(body, Event("Normal", "WaitingForEarlierRun", message))
+        return True
 
     def _status_due(self, key: RunKey, previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
         if _without_cost(previous) != _without_cost(status):

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
+from reasoning_pipeline.lineage import RUN_UID_VARIABLE
 from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, NodePool, Resources, ServedModel, Stage
 
 from reasoning_operator.naming import (
@@ -21,6 +22,7 @@ from reasoning_operator.naming import (
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_RUN,
+    LABEL_RUN_UID,
     LABEL_STAGE,
     MANAGED_BY,
     QUEUE_LABEL,
@@ -75,7 +77,7 @@ def owner_reference(run: RunRef) -> Manifest:
 
 
 def run_labels(run: RunRef) -> dict[str, str]:
-    return {LABEL_RUN: run.name, LABEL_MANAGED_BY: MANAGED_BY}
+    return {LABEL_RUN: run.name, LABEL_RUN_UID: run.uid, LABEL_MANAGED_BY: MANAGED_BY}
 
 
 def child_labels(run: RunRef, stage: Stage, *, role: str, attempt: int | None = None) -> dict[str, str]:
@@ -116,7 +118,7 @@ def run_manifest(run: RunRef) -> Manifest:
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
-        "metadata": {"name": run.name, "namespace": run.namespace},
+        "metadata": {"name": run.name, "namespace": run.namespace, "uid": run.uid},
         "spec": run.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
     }
 
@@ -219,6 +221,8 @@ def _common_env(run: RunRef) -> list[EnvVar]:
     mount = run.spec.storage.mount_path
     return [
         {"name": "REASONING_STORAGE_ROOT", "value": mount},
+        # the run this pod was made for: a program whose run file is another run's refuses to start
+        {"name": RUN_UID_VARIABLE, "value": run.uid},
         # one model cache on the shared storage: a model is downloaded once per run, not once per pod
         {"name": "HF_HOME", "value": str(PurePosixPath(mount) / "cache" / "huggingface")},
         {"name": "HOME", "value": SCRATCH_DIR},
@@ -437,7 +441,7 @@ def model_server(
 
 
 def _server_selector(run: RunRef, stage: Stage, role: str) -> dict[str, str]:
-    return {LABEL_RUN: run.name, LABEL_STAGE: stage.value, LABEL_ROLE: str(role)}
+    return {LABEL_RUN: run.name, LABEL_RUN_UID: run.uid, LABEL_STAGE: stage.value, LABEL_ROLE: str(role)}
 
 
 def server_deployment(run: RunRef, stage: Stage, server: Server) -> Manifest:
@@ -567,7 +571,9 @@ def no_network_policy(run: RunRef, stage: Stage) -> Manifest:
             child_labels(run, stage, role=Role.ISOLATION),
         ),
         "spec": {
-            "podSelector": {"matchLabels": {LABEL_RUN: run.name, LABEL_STAGE: stage.value}},
+            "podSelector": {
+                "matchLabels": {LABEL_RUN: run.name, LABEL_RUN_UID: run.uid, LABEL_STAGE: stage.value}
+            },
             "policyTypes": ["Ingress", "Egress"],
         },
     }

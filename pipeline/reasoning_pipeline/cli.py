@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from reasoning_pipeline import lineage
 from reasoning_pipeline.errors import StageError, TransientStageError
 from reasoning_pipeline.spec import ReasoningRun, SpecError, Stage, load_run
 from reasoning_pipeline.storage import RunPaths
@@ -67,6 +68,17 @@ def failed_summary(stage: Stage, message: str, failure: Failure, started_at: str
     )
 
 
+def take_stage_dir(run: ReasoningRun, paths: RunPaths, stage: Stage) -> None:
+    """Refuse input made under another spec; then rank 0 makes the stage folder this spec's (a folder of
+    another spec moves aside) while the other processes of a distributed stage wait for it."""
+    lineage.require_run_of_this_pod(run)
+    lineage.require_upstream_of_this_spec(run, paths, stage)
+    if os.environ.get("RANK", "0") == "0":
+        lineage.claim_stage_dir(run, paths, stage)
+    else:
+        lineage.wait_for_claim(run, paths, stage)
+
+
 def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
     try:
         run = load_run(config)
@@ -77,9 +89,10 @@ def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
     if runner is None:
         print(f"error: stage {stage.value!r} is not implemented in this version", file=sys.stderr)
         return 2
-    paths = RunPaths(storage_root(run, root_override), run.metadata.name)
+    paths = RunPaths(storage_root(run, root_override), run.metadata.name, run.metadata.uid)
     started_at = now()
     try:
+        take_stage_dir(run, paths, stage)
         summary = runner(run, paths)
     except StageError as error:
         summary = failed_summary(stage, str(error), failure_of(error), started_at)

@@ -2,8 +2,9 @@
 the pods run (each stage is its own process, as in its container). What the operator provides on a
 cluster is provided here: the teacher and the evaluated models are served on CPU by the engine the spec
 names (vLLM from $REASONING_VLLM_PYTHON, or `transformers serve`), the rewrite stand-in runs when the spec
-asks for it, and training runs under torchrun. A stage whose summary says it succeeded is not run again,
-so a rerun resumes where the last one stopped.
+asks for it, and training runs under torchrun. A stage whose summary says it succeeded under this spec is not
+run again, so a rerun resumes where the last one stopped; one that ran under another spec runs again (its
+old folder moves aside, see lineage.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from reasoning_pipeline.evaluate import BASE_ENDPOINT_VARIABLE as EVAL_BASE_ENDP
 from reasoning_pipeline.evaluate import ENDPOINT_VARIABLE as EVAL_ENDPOINT
 from reasoning_pipeline.evaluate import contenders
 from reasoning_pipeline.generate import ENDPOINT_VARIABLE as TEACHER_ENDPOINT
+from reasoning_pipeline.lineage import is_of_this_spec
 from reasoning_pipeline.local_server import free_port, model_server
 from reasoning_pipeline.rewrite import BASE_URL_VARIABLE
 from reasoning_pipeline.spec import STAGE_ORDER, ReasoningRun, SpecError, Stage, load_run
@@ -111,13 +113,13 @@ def run_all(config: Path, root: Path) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     root = root.resolve()  # servers and stages must agree on every relative path in the spec
-    paths = RunPaths(root, run.metadata.name)
+    paths = RunPaths(root, run.metadata.name, run.metadata.uid)
     for stage in STAGE_ORDER:
         if not run.spec.section(stage).enabled:
             print(f"- {stage.value}: disabled", file=sys.stderr)
             continue
         done = _summary(paths, stage)
-        if done is not None and done.get("phase") == "Succeeded":
+        if done is not None and done.get("phase") == "Succeeded" and is_of_this_spec(run, paths, stage):
             print(f"✓ {stage.value}: done earlier: {done.get('message')}", file=sys.stderr)
             continue
         print(f"▶ {stage.value}", file=sys.stderr)

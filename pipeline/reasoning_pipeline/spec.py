@@ -764,6 +764,11 @@ class RunMetadata(SpecModel):
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
     name: KubeName = Field(description="Run name.")
     namespace: str = Field(default="default", description="Namespace of the run.")
+    uid: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="The run's uid, set by the API server: its outputs' folder (none for a local run).",
+    )
 
 
 class ReasoningRun(SpecModel):

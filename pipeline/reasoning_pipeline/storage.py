@@ -1,9 +1,10 @@
 """Everything stages write goes through here: atomic files and resumable record journals.
 
-Layout: <root>/runs/<run>/<stage>/… . A final output appears whole or not at all (written to a temporary
-file in the same directory, fsynced, renamed). A resumable stage appends one JSON line per finished record
-to a journal and fsyncs it; after a kill, the journal is read back, a torn last line is cut off, and the
-stage skips what is already there.
+Layout: <root>/runs/<run>/<uid>/<stage>/… on a cluster, where the run's uid keeps a run apart from an
+earlier one of the same name; <root>/runs/<run>/<stage>/… for a local run, which has no uid. A final
+output appears whole or not at all (written to a temporary file in the same directory, fsynced, renamed).
+A resumable stage appends one JSON line per finished record to a journal and fsyncs it; after a kill, the
+journal is read back, a torn last line is cut off, and the stage skips what is already there.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ from reasoning_pipeline.spec import Stage
 class RunPaths:
     root: Path
     run: str
+    uid: str | None = None
+
+    def instance_dir(self) -> Path:
+        """This run's folder: a run deleted and created again under its name has a new uid, a new one."""
+        named = self.root / "runs" / self.run
+        return named / self.uid if self.uid else named
 
     def stage_dir(self, stage: Stage) -> Path:
-        return self.root / "runs" / self.run / stage.value
+        return self.instance_dir() / stage.value
 
     def resolve(self, path: str) -> Path:
         """A path from the spec: absolute as given, relative to the storage root otherwise (so one run file

@@ -147,7 +147,8 @@ def finished(
 ) -> dict[str, Any]:
     """The run, with its generate driver killed after 20 traces and its trainer after a checkpoint."""
     namespace, storage = demo_namespace
-    stage_dir = storage / "runs" / RUN
+    uid = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, RUN)["metadata"]["uid"]
+    stage_dir = storage / "runs" / RUN / uid  # a run's outputs are under its uid: its own, not a namesake's
     ended = run_ended(custom, namespace, RUN)
     generator = running_pod(core, namespace, "generate", **{"reasoning.dev/role": "driver"})
     wait_for(
@@ -160,7 +161,7 @@ def finished(
     kill_container(generator, cluster.embedded)
     trainer = running_pod(core, namespace, "train")
     wait_for(
-        lambda: (stage_dir / "train" / "checkpoints" / "latest").is_file(),
+        lambda: (stage_dir / "train" / "checkpoints" / "sealed").is_file(),
         timeout=RUN_TIMEOUT,
         what="a checkpoint",
         interval=1,

@@ -430,3 +430,65 @@ def test_the_operator_shrugs_off_refused_runs_and_strange_children(
         running_pod(core, namespace, name, Stage.GENERATE)
     assert operator.healthy()
     assert "reasoning_reconcile_errors_total 0.0" in operator.metrics()
+
+
+def test_a_run_created_again_under_its_name_is_a_new_run_with_children_of_its_own(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    """Deleted and created again at once (GitOps re-syncing, a user re-applying): the earlier run's
+    children are still there for a moment under the same names. The new run must not take them for its
+    own — not the earlier data Job's success, not its ConfigMap — and writes under its own uid."""
+    namespace, run = restricted, "again"
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, tiny_run(run))
+        complete_stage(core, namespace, run, Stage.DATA)
+        wait_for(
+            lambda: status_of(custom, namespace, run).get("currentStage") == "generate",
+            timeout=STAGE_TIMEOUT,
+            what="the first run past data",
+        )
+        first = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run)
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run)
+        wait_for(
+            lambda: (
+                not custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, field_selector=f"metadata.name={run}"
+                )["items"]
+            ),
+            timeout=STAGE_TIMEOUT,
+            what="the first run to be gone",
+        )
+        second_document = tiny_run(run)
+        second_document["spec"]["data"]["seed"] = 8
+        create_run(custom, namespace, second_document)
+        second = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run)
+        uid = second["metadata"]["uid"]
+        assert uid != first["metadata"]["uid"]
+
+        def data_pod_of_the_second_run() -> client.V1Pod | None:
+            selector = f"{LABEL_RUN}={run},{LABEL_STAGE}=data,reasoning.dev/run-uid={uid}"
+            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+            return next((p for p in pods if p.status.phase == "Running"), None)
+
+        pod = wait_for(data_pod_of_the_second_run, timeout=STAGE_TIMEOUT, what="the second run's data pod")
+        status = status_of(custom, namespace, run)
+        data = next(s for s in status["stages"] if s["name"] == "data")
+        assert data["phase"] == "Running", "the earlier run's data Job is not this run's"
+        config = yaml.safe_load(core.read_namespaced_config_map(f"{run}-config", namespace).data["run.yaml"])
+        assert config["metadata"]["uid"] == uid
+        assert config["spec"]["data"]["seed"] == 8
+        environment = {e.name: e.value for e in pod.spec.containers[0].env or []}
+        assert environment["REASONING_RUN_UID"] == uid
+        selector = f"{LABEL_RUN}={run},{LABEL_STAGE}=data"
+        jobs = batch.list_namespaced_job(namespace, label_selector=selector).items
+        assert [j.metadata.labels["reasoning.dev/run-uid"] for j in jobs] == [uid]
+        finish(core, pod, "Succeeded", stage_summary(Stage.DATA))
+        wait_for(
+            lambda: status_of(custom, namespace, run).get("currentStage") == "generate",
+            timeout=STAGE_TIMEOUT,
+            what="the second run past data",
+        )

@@ -199,8 +199,12 @@ def test_a_source_whose_every_row_is_malformed_fails_naming_its_format(tmp_path:
 
 
 def test_cli_failure_keeps_the_previous_output_and_reports_in_the_summary(tmp_path: Path) -> None:
+    # the same spec both times, its source gone the second time (a spec change would move the output
+    # aside instead: tests/stages/test_run_identity.py)
+    source = tmp_path / "numina.jsonl"
+    shutil.copy(FIXTURES / "numina.jsonl", source)
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(data_only_run(fixture_sources()[:1])))
+    config.write_text(yaml.safe_dump(data_only_run([{**fixture_sources()[0], "path": str(source)}])))
     cli = [
         sys.executable,
         "-m",
@@ -216,15 +220,14 @@ def test_cli_failure_keeps_the_previous_output_and_reports_in_the_summary(tmp_pa
     before = (stage_dir / "prompts.jsonl").read_bytes()
     assert json.loads((stage_dir / "summary.json").read_text())["phase"] == "Succeeded"
 
-    missing = {"name": "numina", "format": "numina", "path": str(tmp_path / "nowhere.jsonl")}
-    config.write_text(yaml.safe_dump(data_only_run([missing])))
+    source.unlink()
     failed = subprocess.run(cli, capture_output=True, text=True, check=False)
 
     assert failed.returncode == 1
-    assert "nowhere.jsonl: no such file or folder" in failed.stderr
+    assert "numina.jsonl: no such file or folder" in failed.stderr
     summary = json.loads((stage_dir / "summary.json").read_text())
     assert summary["phase"] == "Failed"
-    assert "nowhere.jsonl: no such file or folder" in summary["message"]
+    assert "numina.jsonl: no such file or folder" in summary["message"]
     assert summary["failure"] == "Permanent"
     assert (stage_dir / "prompts.jsonl").read_bytes() == before
     assert not list(stage_dir.glob(".*partial"))

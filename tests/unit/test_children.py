@@ -669,7 +669,7 @@ def test_sky_t1_scores_the_trained_model_on_its_own_server() -> None:
     run = make_run(SKY_T1)
     children = stages.children(run, Stage.EVALUATE, 1)
     (container,) = containers(only(children, "Deployment", "server"))
-    trained = f"/data/runs/{SKY_T1}/train/model"
+    trained = f"/data/runs/{SKY_T1}/{run.uid}/train/model"  # this run's, not a namesake's
     assert flag(container, "--model") == trained
     assert flag(container, "--served-model-name") == trained
     assert flag(container, "--dtype") == "float32"  # Sky-T1's scores moved by points with dtype
@@ -700,7 +700,7 @@ def test_tiny_compares_with_the_base_model_on_a_vllm_server_of_its_own() -> None
     assert [c["kind"] for c in children].count("Deployment") == 2
     (student,) = containers(only(children, "Deployment", "server"))
     (base,) = containers(only(children, "Deployment", "server-base"))
-    assert flag(student, "--model") == "/data/runs/tiny/train/model"
+    assert flag(student, "--model") == f"/data/runs/tiny/{run.uid}/train/model"
     assert flag(base, "--model") == "tiny-world/student"
     for server in (student, base):
         assert server["resources"]["limits"] == {"cpu": "600m", "memory": "3Gi"}
@@ -767,7 +767,9 @@ def test_the_filter_pods_where_untrusted_code_runs_get_no_network() -> None:
     assert policy["metadata"]["name"] == f"{SKY_T1}-filter-no-network"
     # no ingress or egress rules at all: nothing in, nothing out
     assert policy["spec"] == {
-        "podSelector": {"matchLabels": {LABEL_RUN: SKY_T1, LABEL_STAGE: "filter"}},
+        "podSelector": {
+            "matchLabels": {LABEL_RUN: SKY_T1, "reasoning.dev/run-uid": run.uid, LABEL_STAGE: "filter"}
+        },
         "policyTypes": ["Ingress", "Egress"],
     }
     (job,) = [c for c in stages.children(run, Stage.FILTER, 1) if c["kind"] == "Job"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from reasoning_pipeline.spec import Stage
+from reasoning_pipeline.storage import RunPaths
 
 from reasoning_operator.naming import Role
 from reasoning_operator.run import RunRef
@@ -19,9 +20,10 @@ EVAL_BASE_ENDPOINT_VARIABLE = "REASONING_EVAL_ENDPOINT_BASE"
 
 
 def trained_model(run: RunRef) -> str:
-    """What the train stage wrote: `<root>/runs/<run>/train/model`, as the evaluate program reads it."""
-    root = PurePosixPath(run.spec.storage.mount_path)
-    return str(root / "runs" / run.name / Stage.TRAIN.value / "model")
+    """What the train stage wrote: `<root>/runs/<run>/<uid>/train/model`, as the evaluate program reads
+    it (a run created again under the same name must not serve the earlier run's model)."""
+    paths = RunPaths(Path(run.spec.storage.mount_path), run.name, run.uid)
+    return str(PurePosixPath(paths.stage_dir(Stage.TRAIN)) / "model")
 
 
 def servers(run: RunRef) -> list[Server]:

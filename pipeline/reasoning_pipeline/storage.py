@@ -10,15 +10,18 @@ journal is read back, a torn last line is cut off, and the stage skips what is a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from reasoning_pipeline.errors import TransientStageError
 from reasoning_pipeline.spec import Stage
 
 
@@ -115,20 +118,53 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# how long a journal's second writer waits for the first to let go before its attempt fails (transiently)
+JOURNAL_LOCK_WAIT_SECONDS = 120.0
+
+
+class JournalBusyError(TransientStageError):
+    """Another process writes the journal."""
+
+
+def _exclusive_lock(path: Path, wait: float) -> IO[bytes]:
+    handle = path.open("ab")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise JournalBusyError(
+                    f"{path.with_suffix('')}: another process has been writing this journal for over "
+                    f"{wait:.0f} s (an earlier attempt's pod still running?); it is left to that one"
+                ) from None
+            time.sleep(min(1.0, wait / 10 or 0.01))
+
+
 class Journal:
     """An append-only JSON Lines file of finished records, keyed by `key`, that survives being killed.
 
     Only whole lines count: a line cut short by a kill is truncated away on open. A record whose key is
-    already present is never appended twice.
+    already present is never appended twice. One writer at a time: the journal is held through an
+    exclusive lock on `<journal>.lock` (flock; on NFS the server's lock, which a client cut off by a
+    partition loses when its lease expires), taken before the torn tail is cut, so a second process — an
+    evicted pod still running on an unreachable node, a second attempt — waits, then fails transiently.
     """
 
-    def __init__(self, path: Path, key: str = "id") -> None:
+    def __init__(self, path: Path, key: str = "id", *, lock_wait: float = JOURNAL_LOCK_WAIT_SECONDS) -> None:
         self.path = path
         self.key = key
         self._records: dict[str, dict[str, Any]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._recover()
-        self._handle = path.open("a", encoding="utf-8")
+        self._lock = _exclusive_lock(path.with_name(path.name + ".lock"), lock_wait)
+        try:
+            self._recover()
+            self._handle = path.open("a", encoding="utf-8")
+        except BaseException:
+            self._lock.close()
+            raise
 
     def _recover(self) -> None:
         if not self.path.exists():
@@ -180,6 +216,7 @@ class Journal:
         if not self._handle.closed:
             self.sync()
             self._handle.close()
+        self._lock.close()  # releases the lock
 
     def __enter__(self) -> Journal:
         return self

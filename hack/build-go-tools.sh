@@ -9,6 +9,11 @@ require_command go "Install Go >= 1.26 (https://go.dev/doc/install, or Debian's 
 # Two cores and 24 GiB: one package compiled at a time per core, stripped binaries.
 export GOFLAGS="-p=${GO_BUILD_PARALLELISM:-2} -mod=mod -buildvcs=false"
 export CGO_ENABLED=0
+# Go's build and module caches (about 10 GB after the cluster's programs) only serve this script's builds:
+# kept for its run, gone after it, so the disk is left to the images and the kubelet never sees pressure
+GO_SCRATCH="$CACHE_ROOT/src/go-scratch"
+export GOCACHE="$GO_SCRATCH/build" GOMODCACHE="$GO_SCRATCH/mod"
+trap 'go clean -modcache >/dev/null 2>&1; rm -rf "$GO_SCRATCH"' EXIT
 
 answers() { # BINARY VERSION-FLAG
   local flag=$2
@@ -75,11 +80,6 @@ build_coredns() {
   build_tool coredns "$COREDNS_VERSION" -version "" coredns=github.com/coredns/coredns
 }
 
-# the local node's image registry: hack/images.sh pushes what it builds, containerd pulls only new layers
-build_registry() {
-  build_tool registry "$REGISTRY_VERSION" --version "" registry=github.com/distribution/distribution/v3/cmd/registry
-}
-
 build_etcd() {
   build_tool etcd "$ETCD_VERSION" --version "" etcd=go.etcd.io/etcd/server/v3
 }
@@ -100,5 +100,5 @@ build_training_operator() {
 
 mkdir -p "$CACHE_ROOT"
 targets=("$@")
-[[ ${#targets[@]} == 0 ]] && targets=(kubernetes kubernetes_node etcd kwok helm training_operator coredns registry)
+[[ ${#targets[@]} == 0 ]] && targets=(kubernetes kubernetes_node etcd kwok helm training_operator coredns)
 for t in "${targets[@]}"; do "build_${t//-/_}"; done

@@ -2,8 +2,7 @@
 # The local container engines, from Debian's packages (make setup installs them):
 #   dockerd     builds the images (images/*/Dockerfile); its data root is cached, so layers survive
 #   containerd  the local node's CRI runtime (runc, CNI bridge); its image store is cached likewise
-#   registry    (distribution, built from its Go module) between the two: docker pushes only new layers,
-#               containerd pulls only new layers, so a code change reaches the node in seconds
+# Images go from one to the other as `docker save` streams (hack/images.sh).
 # Both run as this machine's root with their sockets under /run/reasoning-operator.
 #   hack/engine.sh up | down [dockerd|containerd] | status | kill CONTAINER-ID
 # shellcheck disable=SC2034 # sourced by images.sh and cluster.sh, which use these names
@@ -27,7 +26,6 @@ POD_GATEWAY=10.88.0.1
 POD_BRIDGE=reasoning0
 SERVICE_CIDR=10.96.0.0/16
 PAUSE_IMAGE=reasoning-operator/pause:3.10
-REGISTRY_ADDRESS=127.0.0.1:${REASONING_REGISTRY_PORT:-16420}
 
 docker_() { docker -H "unix://$DOCKER_SOCK" "$@"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
@@ -143,17 +141,6 @@ engine_up() {
     start_daemon containerd containerd --config "$ENGINE_RUN/containerd.toml"
   fi
   wait_for_socket containerd ctr_ version
-  if ! daemon_alive registry; then
-    [[ -x $(bin_registry) ]] || die "$(bin_registry) is missing: run 'make setup' first."
-    cat >"$ENGINE_RUN/registry.yaml" <<YAML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $CACHE_ROOT/registry}}
-http: {addr: $REGISTRY_ADDRESS}
-YAML
-    start_daemon registry "$(bin_registry)" serve "$ENGINE_RUN/registry.yaml"
-  fi
-  wait_for_socket registry curl -sf "http://$REGISTRY_ADDRESS/v2/"
   pod_bridge_up
   pause_image_present
 }
@@ -174,6 +161,7 @@ pause_image_present() {
 
 engine_down() { # [DAEMON...]: both by default
   local name pid names=("$@")
+  # registry: what engines before the save streams ran beside them, stopped if one still runs
   [[ ${#names[@]} == 0 ]] && names=(containerd registry dockerd)
   for name in "${names[@]}"; do
     daemon_alive "$name" || continue
@@ -206,7 +194,7 @@ clear_node_state() {
 
 engine_status() {
   local name rc=0
-  for name in dockerd registry containerd; do
+  for name in dockerd containerd; do
     if daemon_alive "$name"; then printf '%-24s running (pid %s)\n' "$name" "$(<"$ENGINE_RUN/$name.pid")"
     else printf '%-24s not running\n' "$name"; rc=1; fi
   done

@@ -55,32 +55,20 @@ build_image() { # NAME
 }
 
 load_image() { # NAME: onto the node, unless that exact image (by Docker image ID) is there already
-  local name=$1 ref id stamp relay
+  local name=$1 ref id stamp
   ref=$(image_ref "$name")
-  relay="$REGISTRY_ADDRESS/reasoning-operator/$name:$IMAGE_TAG"
   id=$(docker_ image inspect -f '{{.Id}}' "$ref")
   stamp="$CONTAINERD_ROOT/loaded/${name}"
   if [[ -f $stamp && $(cat "$stamp") == "$id" && $(ctr_ images check "name==$ref" 2>/dev/null) == *complete* ]]; then
     log "$name: $ref already on the node"; return
   fi
-  local started=$SECONDS way
-  if [[ -f $stamp ]]; then
-    # an earlier build is on the node (and in the registry): through the registry, each side moves only
-    # the layers the other lacks, so a code change reaches the node in seconds
-    way="through the local registry"
-    docker_ tag "$ref" "$relay"
-    docker_ push --quiet "$relay" >/dev/null
-    ctr_ images pull --plain-http "$relay" >/dev/null
-    ctr_ images tag --force "$relay" "$ref" >/dev/null
-  else
-    # the first time: every layer moves anyway, and docker push would gzip each one (minutes of both cores
-    # for the 6 GB dependency layers); docker save streams them as they are. The registry gets them at the
-    # first push after this one.
-    way="as a docker save stream (first load)"
-    docker_ save "$ref" | ctr_ images import - >/dev/null
-  fi
+  local started=$SECONDS
+  # a docker save stream, every time: containerd skips the layers it already has (by digest). Through a
+  # local registry each image was on the disk once more (its gzip copy, 6 GB per dependency layer before
+  # compression, minutes of both cores to make), and disk is what this machine is short of.
+  docker_ save "$ref" | ctr_ images import - >/dev/null
   mkdir -p "$(dirname "$stamp")" && printf '%s' "$id" >"$stamp"
-  log "$name: $ref on the node in $((SECONDS - started)) s, $way"
+  log "$name: $ref on the node in $((SECONDS - started)) s"
 }
 
 prune() { # the previous builds of a tag (dangling now): gigabytes each, and nothing refers to them

@@ -18,7 +18,6 @@ tool_dir() { printf '%s/%s-%s' "$CACHE_ROOT" "$1" "$2"; }
 bin_kubernetes() { printf '%s/bin/%s' "$(tool_dir kubernetes "$KUBERNETES_VERSION")" "$1"; }
 bin_kubernetes_node() { printf '%s/bin/%s' "$(tool_dir kubernetes-node "$KUBERNETES_VERSION")" "$1"; }
 bin_coredns() { printf '%s/bin/coredns' "$(tool_dir coredns "$COREDNS_VERSION")"; }
-bin_registry() { printf '%s/bin/registry' "$(tool_dir registry "$REGISTRY_VERSION")"; }
 bin_etcd() { printf '%s/bin/etcd' "$(tool_dir etcd "$ETCD_VERSION")"; }
 bin_kwok() { printf '%s/bin/kwok' "$(tool_dir kwok "$KWOK_VERSION")"; }
 bin_helm() { printf '%s/bin/helm' "$(tool_dir helm "$HELM_VERSION")"; }

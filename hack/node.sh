@@ -72,10 +72,14 @@ authorization: {mode: Webhook}
 clusterDomain: cluster.local
 clusterDNS: [$CLUSTER_DNS]
 failSwapOn: false
-# images cannot be pulled again here: never collect them, and leave disk pressure to the operator of the machine
+# images cannot be pulled again here: never collect them, and leave disk pressure to the operator of the
+# machine. Under a disk-pressure threshold the kubelet deletes every image no running pod uses, the pause
+# image included (a CI run lost the operator's image that way: 2 % of this disk is 5 GB, and loading the
+# images brings the free space near it), so the thresholds are absolute and small: a disk that full fails
+# anyway, and says so.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%}
+evictionHard: {memory.available: 200Mi, nodefs.available: 256Mi, imagefs.available: 256Mi}
 serializeImagePulls: false
 YAML
   start_process kubelet "$(bin_kubernetes_node kubelet)" --config "$CLUSTER_DIR/kubelet.yaml" \

@@ -150,11 +150,13 @@ https_ok() { # PORT PATH: an authenticated GET that must answer 200 "ok"
 }
 https_insecure_ok() { curl -sfk --max-time 2 "https://127.0.0.1:$1$2" | grep -qx ok; }
 http_ok() { curl -sf --max-time 2 "http://127.0.0.1:$1$2" >/dev/null; }
+etcd_ok() { curl -sf --max-time 2 --cacert "$PKI/etcd-ca.crt" --cert "$PKI/apiserver-etcd-client.crt" \
+  --key "$PKI/apiserver-etcd-client.key" "https://127.0.0.1:$1$2" >/dev/null; }
 
 healthy() { # NAME
   pid_alive "$1" || return 1
   case $1 in
-    etcd) http_ok "$(port_of etcd)" /health ;;
+    etcd) etcd_ok "$(port_of etcd)" /health ;;
     kube-apiserver) https_ok "$(port_of kube-apiserver)" /readyz ;;
     kube-controller-manager | kube-scheduler) https_insecure_ok "$(port_of "$1")" /healthz ;;
     kwok) http_ok "$(port_of kwok)" /healthz ;;
@@ -166,12 +168,12 @@ healthy() { # NAME
 }
 
 # --------------------------------------------------------------------------------------------------- pki
-issue_cert() { # NAME SUBJECT EXTENSIONS: an ECDSA key and a certificate signed by the cluster CA
-  local name=$1 subject=$2 extensions=$3
+issue_cert() { # NAME SUBJECT EXTENSIONS [CA]: an ECDSA key and a certificate signed by CA (the cluster's)
+  local name=$1 subject=$2 extensions=$3 ca=${4:-ca}
   openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/$name.key" 2>/dev/null
   openssl req -new -key "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
   printf '%s\n' "$extensions" >"$PKI/$name.ext"
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
     -days 365 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
@@ -207,6 +209,16 @@ keyUsage=critical,digitalSignature,keyEncipherment"
   issue_cert apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth
 keyUsage=critical,digitalSignature,keyEncipherment
 subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$POD_GATEWAY,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  # etcd: TLS with client certificates, like the API server (over plain loopback HTTP any local process
+  # could read and write every object, Secrets included), from a CA of its own as kubeadm does, so that
+  # only the API server's etcd certificate opens it: not the admin's, not the kubelet's
+  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/etcd-ca.key" 2>/dev/null
+  openssl req -x509 -new -key "$PKI/etcd-ca.key" -subj "/CN=reasoning-local-etcd-ca" -days 365 -sha256 \
+    -out "$PKI/etcd-ca.crt" 2>/dev/null
+  issue_cert etcd-server "/CN=reasoning-local-etcd" "extendedKeyUsage=serverAuth,clientAuth
+keyUsage=critical,digitalSignature,keyEncipherment
+subjectAltName=IP:127.0.0.1,DNS:localhost" etcd-ca
+  issue_cert apiserver-etcd-client "/CN=kube-apiserver-etcd-client" "$client" etcd-ca
   issue_cert admin "/O=system:masters/CN=reasoning-local-admin" "$client"
   issue_cert controller-manager "/CN=system:kube-controller-manager" "$client"
   issue_cert scheduler "/CN=system:kube-scheduler" "$client"
@@ -220,12 +232,16 @@ subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$POD_GATEWAY,DNS:localhost,DNS:kuber
 
 # ---------------------------------------------------------------------------------------------- starting
 start_etcd() {
-  start_process etcd "$(bin_etcd)" --name reasoning-local --data-dir "$CLUSTER_DIR/etcd" \
-    --listen-client-urls "http://127.0.0.1:$(port_of etcd)" \
-    --advertise-client-urls "http://127.0.0.1:$(port_of etcd)" \
-    --listen-peer-urls "http://127.0.0.1:$(port_of etcd-peer)" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$(port_of etcd-peer)" \
-    --initial-cluster "reasoning-local=http://127.0.0.1:$(port_of etcd-peer)" \
+  # the one member's certificate serves clients and its peer port alike; both ask for a client certificate
+  local tls=(--cert-file "$PKI/etcd-server.crt" --key-file "$PKI/etcd-server.key" --client-cert-auth
+    --trusted-ca-file "$PKI/etcd-ca.crt" --peer-cert-file "$PKI/etcd-server.crt" --peer-key-file "$PKI/etcd-server.key"
+    --peer-client-cert-auth --peer-trusted-ca-file "$PKI/etcd-ca.crt")
+  start_process etcd "$(bin_etcd)" --name reasoning-local --data-dir "$CLUSTER_DIR/etcd" "${tls[@]}" \
+    --listen-client-urls "https://127.0.0.1:$(port_of etcd)" \
+    --advertise-client-urls "https://127.0.0.1:$(port_of etcd)" \
+    --listen-peer-urls "https://127.0.0.1:$(port_of etcd-peer)" \
+    --initial-advertise-peer-urls "https://127.0.0.1:$(port_of etcd-peer)" \
+    --initial-cluster "reasoning-local=https://127.0.0.1:$(port_of etcd-peer)" \
     --unsafe-no-fsync --quota-backend-bytes 2147483648 --log-level warn
   wait_until etcd 30 healthy etcd
 }
@@ -243,7 +259,8 @@ start_apiserver() {
       --kubelet-client-key "$PKI/apiserver-kubelet-client.key")
   fi
   start_process kube-apiserver "$(bin_kubernetes kube-apiserver)" \
-    --etcd-servers "http://127.0.0.1:$(port_of etcd)" \
+    --etcd-servers "https://127.0.0.1:$(port_of etcd)" --etcd-cafile "$PKI/etcd-ca.crt" \
+    --etcd-certfile "$PKI/apiserver-etcd-client.crt" --etcd-keyfile "$PKI/apiserver-etcd-client.key" \
     --secure-port "$(port_of kube-apiserver)" "${network[@]}" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \

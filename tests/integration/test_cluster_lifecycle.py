@@ -54,6 +54,34 @@ def test_a_port_in_use_is_named_and_nothing_is_started(spare_cluster_env: dict[s
     assert not processes_mentioning(spare_cluster_env["REASONING_CLUSTER_DIR"])
 
 
+def test_etcd_answers_only_the_api_servers_certificate(spare_cluster_env: dict[str, str]) -> None:
+    """Over plain HTTP, or to any certificate of the cluster's CA (the admin's), etcd would be every
+    object, Secrets included, to any local process; it has a CA of its own, as kubeadm's has."""
+    assert cluster_script("up", spare_cluster_env).returncode == 0
+    pki = Path(spare_cluster_env["REASONING_CLUSTER_DIR"]) / "pki"
+    health = f"127.0.0.1:{SPARE_PORT_BASE + 1}/health"
+
+    def curl(*arguments: str) -> subprocess.CompletedProcess[str]:
+        command = ["curl", "-s", "--max-time", "5", *arguments]
+        return subprocess.run(command, text=True, capture_output=True, check=False)
+
+    assert curl(f"http://{health}").returncode != 0  # no plain HTTP at all
+    tls = ["--cacert", str(pki / "etcd-ca.crt"), f"https://{health}"]
+    assert curl(*tls).returncode != 0  # no client certificate
+    admin = ["--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key")]
+    assert curl(*admin, *tls).returncode != 0  # cluster-admin's, but not etcd's CA
+    apiserver = [
+        "--cert",
+        str(pki / "apiserver-etcd-client.crt"),
+        "--key",
+        str(pki / "apiserver-etcd-client.key"),
+    ]
+    answered = curl(*apiserver, *tls)
+    assert answered.returncode == 0
+    assert '"health":"true"' in answered.stdout
+    assert cluster_script("status", spare_cluster_env).returncode == 0  # the API server itself gets in
+
+
 def test_stale_state_is_cleaned_without_touching_a_recycled_pid(spare_cluster_env: dict[str, str]) -> None:
     state = Path(spare_cluster_env["REASONING_CLUSTER_DIR"])
     (state / "pids").mkdir(parents=True)

@@ -577,3 +577,46 @@ def no_network_policy(run: RunRef, stage: Stage) -> Manifest:
             "policyTypes": ["Ingress", "Egress"],
         },
     }
+
+
+# Where a cluster's own services, its nodes and the clouds' metadata endpoints live: none of them is what
+# model-written code has any business reaching.
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+LINK_LOCAL = "169.254.0.0/16"  # 169.254.169.254: the instance metadata of AWS, GCP and Azure
+
+
+def evaluate_driver_policy(run: RunRef, servers: Sequence[Server]) -> Manifest:
+    """The evaluate driver runs LiveCodeBench's model-written programs in its sandbox, and needs the
+    network for two things only: its model servers and (for a benchmark named by hub id) the hub. So: no
+    ingress; egress to this run's evaluate servers on their port, to DNS, and to public addresses — not to
+    the cluster's private ranges nor to link-local metadata. With an endpoint outside the run
+    (`evaluation.server.endpoint`, perhaps a Service of another namespace), private ranges stay open and
+    only link-local is closed."""
+    stage = Stage.EVALUATE
+    selector = {LABEL_RUN: run.name, LABEL_RUN_UID: run.uid, LABEL_STAGE: stage.value}
+    closed = [LINK_LOCAL, *(PRIVATE_RANGES if servers else ())]
+    egress: list[Manifest] = [
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": closed}}]},
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+    ]
+    egress += [
+        {
+            "to": [{"podSelector": {"matchLabels": _server_selector(run, stage, server.role)}}],
+            "ports": [{"protocol": "TCP", "port": SERVER_PORT}],
+        }
+        for server in servers
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(
+            run,
+            child_name(run.name, stage, role="driver-network"),
+            child_labels(run, stage, role=Role.ISOLATION),
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": {**selector, LABEL_ROLE: str(Role.DRIVER)}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": egress,
+        },
+    }

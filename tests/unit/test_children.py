@@ -709,7 +709,7 @@ def test_tiny_compares_with_the_base_model_on_a_vllm_server_of_its_own() -> None
 def test_one_transformers_server_answers_for_the_student_and_its_base() -> None:
     run = make_run(TINY, evaluation={"server": {"engine": "transformers"}})
     children = stages.children(run, Stage.EVALUATE, 1)
-    assert [c["kind"] for c in children] == ["Service", "Deployment", "Job"]
+    assert [c["kind"] for c in children] == ["Service", "Deployment", "NetworkPolicy", "Job"]
     (container,) = containers(only(children, "Deployment"))
     assert container["command"] == ["transformers", "serve"]
     # unpinned: the one server answers for the trained model and its base, each named by its folder
@@ -720,7 +720,7 @@ def test_a_given_evaluation_endpoint_means_no_server() -> None:
     run = make_run(
         SKY_T1, evaluation={"compareWithBase": True, "server": {"endpoint": "http://judge:8000/v1"}}
     )
-    assert [c["kind"] for c in stages.children(run, Stage.EVALUATE, 1)] == ["Job"]
+    assert [c["kind"] for c in stages.children(run, Stage.EVALUATE, 1)] == ["NetworkPolicy", "Job"]
 
 
 def test_an_evaluation_server_pool_that_does_not_exist_is_named() -> None:
@@ -834,3 +834,44 @@ def test_an_offline_run_tells_every_container_so() -> None:
         for container in containers(child)
         for e in container["env"]
     )
+
+
+def test_the_evaluate_driver_reaches_its_servers_and_public_addresses_only() -> None:
+    """LiveCodeBench's model-written programs run in the evaluate driver's sandbox: no ingress, and no
+    egress to the cluster's private ranges or cloud metadata — only to its own servers, DNS and the hub."""
+    run = make_run(TINY)
+    children = stages.children(run, Stage.EVALUATE, 1)
+    (policy,) = [c for c in children if c["kind"] == "NetworkPolicy"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+
+    def selects(pod_labels: dict[str, str], selector: dict[str, str]) -> bool:
+        return all(pod_labels.get(key) == value for key, value in selector.items())
+
+    (job,) = [c for c in children if c["kind"] == "Job"]
+    assert selects(job["spec"]["template"]["metadata"]["labels"], selected)
+    deployments = [c for c in children if c["kind"] == "Deployment"]
+    assert len(deployments) == 2  # the student's server and the base model's
+    assert not any(selects(d["spec"]["template"]["metadata"]["labels"], selected) for d in deployments)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy["spec"]
+    public, dns, *to_servers = policy["spec"]["egress"]
+    assert public["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert {"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(
+        public["to"][0]["ipBlock"]["except"]
+    )
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert len(to_servers) == 2
+    for rule in to_servers:  # each rule admits exactly one of the two servers
+        pod_selector = rule["to"][0]["podSelector"]["matchLabels"]
+        matched = [
+            d for d in deployments if selects(d["spec"]["template"]["metadata"]["labels"], pod_selector)
+        ]
+        assert len(matched) == 1
+        assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+
+
+def test_an_evaluation_endpoint_outside_the_run_keeps_private_ranges_open_but_not_metadata() -> None:
+    run = make_run(TINY, evaluation={"server": {"endpoint": "http://vllm.models.svc:8000/v1"}})
+    (policy,) = [c for c in stages.children(run, Stage.EVALUATE, 1) if c["kind"] == "NetworkPolicy"]
+    public, _dns = policy["spec"]["egress"]
+    assert public["to"][0]["ipBlock"]["except"] == ["169.254.0.0/16"]

@@ -18,6 +18,7 @@ from reasoning_operator.workloads import (
     EnvVar,
     Manifest,
     Server,
+    evaluate_driver_policy,
     no_network_policy,
     pytorch_job,
     server_deployment,
@@ -43,6 +44,10 @@ def _isolated(run: RunRef, stage: Stage) -> list[Manifest]:
     return [no_network_policy(run, stage)]
 
 
+def _evaluate_isolation(run: RunRef, stage: Stage) -> list[Manifest]:
+    return [evaluate_driver_policy(run, evaluate.servers(run))]
+
+
 @dataclass(frozen=True)
 class StagePlan:
     servers: Callable[[RunRef], list[Server]] = _nothing
@@ -50,12 +55,12 @@ class StagePlan:
     isolation: Callable[[RunRef, Stage], list[Manifest]] = _no_isolation
 
 
-# data, format and train need nothing beyond their driver; the filter runs untrusted code
+# data, format and train need nothing beyond their driver; the filter and evaluate run untrusted code
 PLANS: dict[Stage, StagePlan] = {
     Stage.GENERATE: StagePlan(servers=generate.servers),
     Stage.REWRITE: StagePlan(servers=rewrite.servers, driver_env=rewrite.driver_env),
     Stage.FILTER: StagePlan(isolation=_isolated),
-    Stage.EVALUATE: StagePlan(servers=evaluate.servers),
+    Stage.EVALUATE: StagePlan(servers=evaluate.servers, isolation=_evaluate_isolation),
 }
 
 

@@ -562,20 +562,27 @@ def no_network_policy(run: RunRef, stage: Stage) -> Manifest:
     """A NetworkPolicy that admits no traffic to or from the stage's pods. The filter runs untrusted model
     output; in a `restricted` pod (no root, no capabilities) its sandbox cannot make a network namespace of
     its own, so the cluster keeps the network away instead (where the CNI enforces NetworkPolicies)."""
+    return _network_policy(run, stage, "no-network", _stage_pods(run, stage), egress=None)
+
+
+def _stage_pods(run: RunRef, stage: Stage) -> dict[str, str]:
+    return {LABEL_RUN: run.name, LABEL_RUN_UID: run.uid, LABEL_STAGE: stage.value}
+
+
+def _network_policy(
+    run: RunRef, stage: Stage, name: str, pods: dict[str, str], *, egress: list[Manifest] | None
+) -> Manifest:
+    """No ingress to `pods`; egress by `egress` (None: none at all)."""
+    spec: Manifest = {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress", "Egress"]}
+    if egress is not None:
+        spec["egress"] = egress
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(
-            run,
-            child_name(run.name, stage, role="no-network"),
-            child_labels(run, stage, role=Role.ISOLATION),
+            run, child_name(run.name, stage, role=name), child_labels(run, stage, role=Role.ISOLATION)
         ),
-        "spec": {
-            "podSelector": {
-                "matchLabels": {LABEL_RUN: run.name, LABEL_RUN_UID: run.uid, LABEL_STAGE: stage.value}
-            },
-            "policyTypes": ["Ingress", "Egress"],
-        },
+        "spec": spec,
     }
 
 
@@ -593,7 +600,6 @@ def evaluate_driver_policy(run: RunRef, servers: Sequence[Server]) -> Manifest:
     (`evaluation.server.endpoint`, perhaps a Service of another namespace), private ranges stay open and
     only link-local is closed."""
     stage = Stage.EVALUATE
-    selector = {LABEL_RUN: run.name, LABEL_RUN_UID: run.uid, LABEL_STAGE: stage.value}
     closed = [LINK_LOCAL, *(PRIVATE_RANGES if servers else ())]
     egress: list[Manifest] = [
         {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": closed}}]},
@@ -606,17 +612,5 @@ def evaluate_driver_policy(run: RunRef, servers: Sequence[Server]) -> Manifest:
         }
         for server in servers
     ]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(
-            run,
-            child_name(run.name, stage, role="driver-network"),
-            child_labels(run, stage, role=Role.ISOLATION),
-        ),
-        "spec": {
-            "podSelector": {"matchLabels": {**selector, LABEL_ROLE: str(Role.DRIVER)}},
-            "policyTypes": ["Ingress", "Egress"],
-            "egress": egress,
-        },
-    }
+    driver = {**_stage_pods(run, stage), LABEL_ROLE: str(Role.DRIVER)}
+    return _network_policy(run, stage, "driver-network", driver, egress=egress)

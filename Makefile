@@ -11,7 +11,7 @@ UV = $(shell bash -c 'source hack/lib.sh && bin_uv')
 RUN = $(UV) run --locked --no-sync
 PYTHON_SOURCES = operator/reasoning_operator pipeline/reasoning_pipeline tests
 
-.PHONY: help setup test unit integration lint format crds cluster-up cluster-down cluster-status bench images demo kind-up clean clean-cache
+.PHONY: help setup test unit integration lint format crds seccomp-profile cluster-up cluster-down cluster-status bench images demo kind-up clean clean-cache
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -ts $$'\t'
@@ -39,6 +39,9 @@ format: setup ## rewrite the sources in ruff's format and apply its safe fixes
 
 crds: setup ## regenerate crds/ from the spec models (a test fails while crds/ is stale)
 	$(RUN) python -m reasoning_operator.crd crds
+
+seccomp-profile: ## regenerate hack/seccomp/sandbox.json (containerd's default profile + user namespaces)
+	cd hack/seccomp && go run . > sandbox.json.new && mv sandbox.json.new sandbox.json
 
 cluster-up: setup ## start the embedded local cluster (idempotent); prints how to use it
 	@hack/cluster.sh up

@@ -17,7 +17,7 @@ if [[ ! -x $KIND ]]; then
   GOBIN=$(dirname "$KIND") go install "sigs.k8s.io/kind@$KIND_VERSION"
 fi
 mkdir -p "$DEMO_DIR"
-sed "s#DEMO_DIR#$DEMO_DIR#g" "$HACK_DIR/kind.yaml" >"$CACHE_ROOT/kind.yaml"
+sed -e "s#DEMO_DIR#$DEMO_DIR#g" -e "s#HACK_DIR#$HACK_DIR#g" "$HACK_DIR/kind.yaml" >"$CACHE_ROOT/kind.yaml"
 export DOCKER_HOST=${DOCKER_HOST:-unix://$DOCKER_SOCK}
 "$KIND" get clusters 2>/dev/null | grep -qx reasoning ||
   "$KIND" create cluster --config "$CACHE_ROOT/kind.yaml" --kubeconfig "$KIND_KUBECONFIG"

@@ -47,10 +47,19 @@ make_node_cgroup_root() {
   return 0
 }
 
+# Localhost seccomp profiles are files below the kubelet's root; the sandbox container of filter and
+# evaluate pods asks for this one (spec.sandbox.seccompProfile's default).
+install_seccomp_profiles() {
+  local dir=$1/seccomp/reasoning-operator
+  mkdir -p "$dir"
+  install -m 0644 "$HACK_DIR/seccomp/sandbox.json" "$dir/sandbox.json"
+}
+
 start_kubelet() {
   local dir="$CLUSTER_DIR/kubelet"
   mkdir -p "$dir"
   make_node_cgroup_root
+  install_seccomp_profiles "$dir"
   cat >"$CLUSTER_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

@@ -178,6 +178,14 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         ".training.ncclEnv",
     ),
     (
+        "self.sandbox.seccompProfile.type != 'RuntimeDefault' || self.sandbox.minimumIsolation == 'rlimits' "
+        "|| has(self.sandbox.runtimeClassName)",
+        "sandbox.minimumIsolation: under seccompProfile RuntimeDefault the sandbox reaches only the rlimits "
+        "level; use a Localhost profile that admits user namespaces, a runtimeClassName, or write "
+        "minimumIsolation: rlimits",
+        ".sandbox.minimumIsolation",
+    ),
+    (
         _needs("generation", "data", "inputPath"),
         "generation is enabled but data is disabled: set generation.inputPath or enable data",
         ".generation.inputPath",

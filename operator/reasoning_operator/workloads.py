@@ -51,6 +51,16 @@ RUN_AS_USER = 1000
 # Images run under an arbitrary uid may have no writable home; caches that tools keep under $HOME go here.
 SCRATCH_DIR = "/tmp"
 
+# The sandbox container of the filter and evaluate pods, where model-written programs run: a uid of its
+# own (nothing the stage's container owns is its to touch), no volume of the run's, and one folder shared
+# with the stage's container, read-only on its side, holding the checker's socket.
+SANDBOX_CONTAINER = "sandbox"
+SANDBOX_USER = RUN_AS_USER + 1
+SANDBOX_CHANNEL_DIR = "/run/reasoning-sandbox"
+SANDBOX_CHANNEL = f"{SANDBOX_CHANNEL_DIR}/checker.sock"
+SANDBOX_CHANNEL_VARIABLE = "REASONING_SANDBOX_CHANNEL"
+SANDBOX_MODULE = "reasoning_pipeline.filter.sandbox_channel"
+
 # The Kubeflow training operator's fixed names: it finds the container to inject the rendezvous variables
 # into by this name, and the master's port by this port name.
 PYTORCH_CONTAINER = "pytorch"
@@ -273,11 +283,71 @@ def _container(run: RunRef, stage: Stage, container: Container, pool: NodePool |
     return built
 
 
+def sandbox_container(run: RunRef) -> Manifest:
+    """The container model-written code runs in: a native sidecar (started before the stage's container,
+    stopped after it) whose host the stage's checker starts its workers through. Its environment holds
+    nothing of the run's (no storage root, no run uid, no token), its root file system is read-only, its
+    /tmp is memory counted against its own limit, and its seccomp profile is the spec's — the project's
+    admits the user namespaces the sandbox isolates each program in."""
+    sandbox = run.spec.sandbox
+    profile: Manifest = {"type": sandbox.seccomp_profile.type}
+    if sandbox.seccomp_profile.type == "Localhost":
+        profile["localhostProfile"] = sandbox.seccomp_profile.localhost_profile
+    requests = {"cpu": sandbox.resources.cpu, "memory": sandbox.resources.memory}
+    return {
+        "name": SANDBOX_CONTAINER,
+        "image": run.spec.images.pipeline,
+        "imagePullPolicy": run.spec.images.pull_policy,
+        "restartPolicy": "Always",
+        "command": ["python", "-m", SANDBOX_MODULE, SANDBOX_CHANNEL],
+        "env": [{"name": "HOME", "value": SCRATCH_DIR}],
+        "resources": {"requests": requests, "limits": dict(requests)},
+        "volumeMounts": [
+            {"name": "sandbox-channel", "mountPath": SANDBOX_CHANNEL_DIR, "readOnly": True},
+            {"name": "sandbox-tmp", "mountPath": SCRATCH_DIR},
+        ],
+        "securityContext": {
+            **CONTAINER_SECURITY_CONTEXT,
+            "runAsUser": SANDBOX_USER,
+            "runAsGroup": SANDBOX_USER,
+            "readOnlyRootFilesystem": True,
+            "seccompProfile": profile,
+        },
+    }
+
+
+def _with_sandbox(spec: Manifest) -> Manifest:
+    """The pod with its sandbox container beside the stage's, and the stage's container told where the
+    channel is."""
+    stage_container = spec["containers"][0]
+    stage_container["env"] = [
+        *stage_container["env"],
+        {"name": SANDBOX_CHANNEL_VARIABLE, "value": SANDBOX_CHANNEL},
+    ]
+    stage_container["volumeMounts"] = [
+        *stage_container["volumeMounts"],
+        {"name": "sandbox-channel", "mountPath": SANDBOX_CHANNEL_DIR},
+    ]
+    spec["volumes"] = [
+        *spec["volumes"],
+        {"name": "sandbox-channel", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        {"name": "sandbox-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+    ]
+    return spec
+
+
 def pod_spec(
-    run: RunRef, stage: Stage, container: Container, *, pool: NodePool | None, restart_policy: str = "Never"
+    run: RunRef,
+    stage: Stage,
+    container: Container,
+    *,
+    pool: NodePool | None,
+    restart_policy: str = "Never",
+    sandboxed: bool = False,
 ) -> Manifest:
     """A pod that passes the `restricted` Pod Security Standard and has no API access: stage programs
-    report through their termination message, never through the API."""
+    report through their termination message, never through the API. A sandboxed pod runs model-written
+    code in a sandbox container of its own (`sandbox_container`)."""
     spec: Manifest = {
         "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
@@ -292,6 +362,11 @@ def pod_spec(
         spec["nodeSelector"] = dict(pool.node_selector)
     if pool is not None and pool.tolerations:
         spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    if sandboxed:
+        spec["initContainers"] = [sandbox_container(run)]
+        if run.spec.sandbox.runtime_class_name:
+            spec["runtimeClassName"] = run.spec.sandbox.runtime_class_name
+        _with_sandbox(spec)
     return spec
 
 
@@ -306,7 +381,9 @@ def stage_command(run: RunRef, stage: Stage) -> list[str]:
     return [PIPELINE_PROGRAM, stage.value, "--config", CONFIG_PATH, "--root", run.spec.storage.mount_path]
 
 
-def stage_job(run: RunRef, stage: Stage, attempt: int, *, env: Sequence[EnvVar] = ()) -> Manifest:
+def stage_job(
+    run: RunRef, stage: Stage, attempt: int, *, env: Sequence[EnvVar] = (), sandboxed: bool = False
+) -> Manifest:
     """One attempt of a stage program. backoffLimit 0: the operator counts attempts itself (a new Job,
     `<run>-<stage>-<attempt>`), so each attempt's pod and termination message stay readable."""
     labels = child_labels(run, stage, role=Role.DRIVER, attempt=attempt)
@@ -320,7 +397,13 @@ def stage_job(run: RunRef, stage: Stage, attempt: int, *, env: Sequence[EnvVar] 
         "spec": {
             "backoffLimit": 0,
             "template": _pod_template(
-                labels, run, stage, container, pool=driver_pool(run), restart_policy="Never"
+                labels,
+                run,
+                stage,
+                container,
+                pool=driver_pool(run),
+                restart_policy="Never",
+                sandboxed=sandboxed,
             ),
         },
     }

@@ -21,12 +21,27 @@ from reasoning_pipeline.benchmarks import Benchmark, build_benchmark, extract_ch
 from reasoning_pipeline.boxed import last_boxed
 from reasoning_pipeline.completions import Completion, Request, run_journaled
 from reasoning_pipeline.errors import StageError
-from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_verdict, parse_tests
+from reasoning_pipeline.filter.code import (
+    CodeChecker,
+    extract_code,
+    no_code_verdict,
+    parse_tests,
+    sandbox_isolation,
+)
 from reasoning_pipeline.filter.math import MathChecker
+from reasoning_pipeline.filter.sandbox import IsolationLevel
 from reasoning_pipeline.generate import Budget, chat_over_http
 from reasoning_pipeline.served import ServerFacts
 from reasoning_pipeline.sources import Unreadable, hub_rows, local_rows
-from reasoning_pipeline.spec import BenchmarkSpec, CodeCheck, EvaluationSpec, ReasoningRun, Sampling, Stage
+from reasoning_pipeline.spec import (
+    CODE_BENCHMARKS,
+    BenchmarkSpec,
+    CodeCheck,
+    EvaluationSpec,
+    ReasoningRun,
+    Sampling,
+    Stage,
+)
 from reasoning_pipeline.storage import RunPaths, atomic_write_json
 from reasoning_pipeline.summary import Output, Progress, StageSummary, now
 
@@ -147,7 +162,11 @@ def check_answered(name: str, refusals: dict[str, str], total: int, most: float)
 
 
 def score_responses(
-    benchmark: Benchmark, responses: list[dict[str, Any]], code_limits: CodeCheck, code_timeout: float
+    benchmark: Benchmark,
+    responses: list[dict[str, Any]],
+    code_limits: CodeCheck,
+    code_timeout: float,
+    minimum: IsolationLevel = IsolationLevel.RLIMITS,
 ) -> dict[str, list[bool]]:
     """Per item, whether each sample is right."""
     items = {item.id: item for item in benchmark.items}
@@ -173,7 +192,7 @@ def score_responses(
                 verdicts[item.id].append(no_code_verdict(tests).passed)
             else:
                 runnable.append((item, (program, tests, None)))
-        with CodeChecker(limits) as checker:
+        with CodeChecker(limits, minimum=minimum) as checker:
             results = checker.check_many(task for _, task in runnable)
             for (item, _), result in zip(runnable, results, strict=True):
                 verdicts[item.id].append(result.passed)
@@ -269,6 +288,10 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     if not endpoint:
         raise StageError(f"no model endpoint: set evaluation.server.endpoint or ${ENDPOINT_VARIABLE}")
     benchmarks = [(b, load_benchmark(b, paths)) for b in spec.benchmarks]
+    minimum = IsolationLevel(run.spec.sandbox.minimum_isolation)
+    # a sandbox too weak for the spec fails the stage before any model is asked anything
+    runs_code = any(b.name in CODE_BENCHMARKS for b, _ in benchmarks)
+    isolation = sandbox_isolation(minimum)[0] if runs_code else None
     stage_dir = paths.stage_dir(Stage.EVALUATE)
     results: dict[str, dict[str, Any]] = {}
     asked = 0
@@ -300,7 +323,9 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
             )
             check_answered(name, report.unjournaled_refusals, len(requests), spec.max_unanswered_fraction)
             responses = [journaled.get(r.key) or unanswered(r) for r in requests]
-            verdicts = score_responses(benchmark, responses, run.spec.filter.code, spec.code_timeout_seconds)
+            verdicts = score_responses(
+                benchmark, responses, run.spec.filter.code, spec.code_timeout_seconds, minimum
+            )
             score = benchmark_score(benchmark, verdicts, sampling)
             score["unanswered"] = len(report.unjournaled_refusals)
             score["cutToFit"] = cut_to_fit(responses, sampling.max_tokens, report.server)
@@ -329,6 +354,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                     for name, score in scores.items()
                 }
                 for label, scores in results.items()
-            }
+            },
+            **({"sandboxIsolation": str(isolation)} if isolation is not None else {}),
         },
     )

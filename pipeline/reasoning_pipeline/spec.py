@@ -540,6 +540,8 @@ class TrainingSpec(StageCommon):
 
 # ----------------------------------------------------------------------------------------- evaluate
 Benchmark = Literal["math500", "aime24", "gpqa-diamond", "livecodebench", "held-out"]
+# the benchmarks scored by running model-written programs (in the sandbox container of the driver's pod)
+CODE_BENCHMARKS = frozenset({"livecodebench"})
 
 
 class BenchmarkSpec(SpecModel):
@@ -628,6 +630,76 @@ class HubSpec(SpecModel):
     )
 
 
+# --------------------------------------------------------------------------------------------- sandbox
+IsolationName = Literal["namespaces", "user-namespace", "uid", "rlimits"]
+# a profile's path below the kubelet's seccomp folder: segments that cannot climb out of it
+ProfilePath = Annotated[
+    str, Field(max_length=512, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
+]
+SANDBOX_PROFILE = "reasoning-operator/sandbox.json"
+RuntimeClassName = Annotated[
+    str,
+    Field(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    ),
+]
+
+
+class SeccompProfile(SpecModel):
+    type: Literal["Localhost", "RuntimeDefault"] = Field(
+        default="Localhost",
+        description="Localhost: the node's profile at localhostProfile (one that admits user namespaces, so "
+        "that the sandbox isolates each program in namespaces of its own); RuntimeDefault: the container "
+        "runtime's, under which the sandbox reaches only the rlimits level.",
+    )
+    localhost_profile: ProfilePath = Field(
+        default=SANDBOX_PROFILE,
+        description="Path below the kubelet's seccomp folder (/var/lib/kubelet/seccomp) of every node that "
+        "runs filter or evaluate pods; used when type is Localhost. The project's profile is "
+        "hack/seccomp/sandbox.json.",
+    )
+
+
+class SandboxSpec(SpecModel):
+    seccomp_profile: SeccompProfile = Field(
+        default_factory=SeccompProfile, description="Seccomp profile of the sandbox container."
+    )
+    minimum_isolation: IsolationName = Field(
+        default="user-namespace",
+        description="The weakest isolation the sandbox may run model-written code under; a pod whose sandbox "
+        "reaches less fails before any program runs. rlimits (the programs share the pod's network and "
+        "run as the sandbox container's uid) only when written here.",
+    )
+    runtime_class_name: RuntimeClassName | None = Field(
+        default=None,
+        description="RuntimeClass of the pods that run model-written code (e.g. gVisor's or Kata's): the "
+        "whole pod runs under it, the stage's container too.",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(cpu="1", memory="2Gi"),
+        description="The sandbox container's CPU and memory: every program of the pod together (the memory "
+        "limit is their cgroup, so a flood is killed there, not in the checker).",
+    )
+
+    @model_validator(mode="after")
+    def _can_reach_its_minimum(self) -> Self:
+        """As the CRD's sandbox rule says: the runtime's default profile refuses user namespaces to a
+        container without CAP_SYS_ADMIN (containerd's and CRI-O's alike), so only the rlimits level is
+        left there, unless another runtime class decides."""
+        if (
+            self.seccomp_profile.type == "RuntimeDefault"
+            and self.minimum_isolation != "rlimits"
+            and self.runtime_class_name is None
+        ):
+            raise ValueError(
+                "sandbox.minimumIsolation: under seccompProfile RuntimeDefault the sandbox reaches only the "
+                "rlimits level; use a Localhost profile that admits user namespaces, a runtimeClassName, or "
+                "write minimumIsolation: rlimits"
+            )
+        return self
+
+
 class ReasoningRunSpec(SpecModel):
     suspend: bool = Field(default=False, description="Stop creating children and scale the teacher away.")
     queue_name: str | None = Field(
@@ -642,6 +714,11 @@ class ReasoningRunSpec(SpecModel):
     )
     images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images.")
     hub: HubSpec = Field(default_factory=HubSpec, description="Access to the Hugging Face Hub.")
+    sandbox: SandboxSpec = Field(
+        default_factory=SandboxSpec,
+        description="Where filter and evaluate run model-written code: a container of their pod without the "
+        "run's storage.",
+    )
     data: DataSpec = Field(default_factory=DataSpec, description="Stage 1: load and mix prompt sets.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Stage 2: teacher traces.")
     rewrite: RewriteSpec = Field(default_factory=RewriteSpec, description="Stage 3: reformat traces.")

@@ -364,6 +364,37 @@ REFUSED_BEFORE_RUN_TIME = [
         with_change("data.sources.0.subsets", ["amc-aime"]),
         "subsets of a numina source are among: amc_aime",
     ),
+    # a sandbox that cannot be had: a profile outside the kubelet's folder, a level the profile refuses
+    (
+        "seccomp-profile-climbing-out",
+        with_change("sandbox.seccompProfile", {"type": "Localhost", "localhostProfile": "../../etc/x.json"}),
+        "spec.sandbox.seccompProfile.localhostProfile: Invalid value",
+    ),
+    (
+        "seccomp-profile-as-a-host-path",
+        with_change("sandbox.seccompProfile.localhostProfile", "/var/lib/kubelet/seccomp/sandbox.json"),
+        "spec.sandbox.seccompProfile.localhostProfile: Invalid value",
+    ),
+    (
+        "seccomp-profile-unconfined",
+        with_change("sandbox.seccompProfile.type", "Unconfined"),
+        "spec.sandbox.seccompProfile.type: Unsupported value",
+    ),
+    (
+        "runtime-default-with-user-namespaces",
+        with_change("sandbox.seccompProfile", {"type": "RuntimeDefault"}),
+        "sandbox.minimumIsolation: under seccompProfile RuntimeDefault the sandbox reaches only the rlimits",
+    ),
+    (
+        "isolation-misspelled",
+        with_change("sandbox.minimumIsolation", "userns"),
+        "spec.sandbox.minimumIsolation: Unsupported value",
+    ),
+    (
+        "runtime-class-with-capitals",
+        with_change("sandbox.runtimeClassName", "gVisor"),
+        "spec.sandbox.runtimeClassName: Invalid value",
+    ),
 ]
 INVALID += REFUSED_BEFORE_RUN_TIME
 # Run names the API server takes as object names but that cannot name a Service or label a child.

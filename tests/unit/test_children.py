@@ -34,10 +34,14 @@ from reasoning_operator.stages import rewrite as rewrite_children
 from reasoning_operator.workloads import (
     CONFIG_PATH,
     PYTORCH_JOB_NAME_LENGTH,
+    SANDBOX_CHANNEL_DIR,
+    SANDBOX_CHANNEL_VARIABLE,
+    SANDBOX_CONTAINER,
     run_config_map,
     served_model_names,
     storage_claim,
 )
+from reasoning_pipeline.filter import sandbox_channel
 from reasoning_pipeline.spec import STAGE_ORDER, ReasoningRun, Stage
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -274,12 +278,15 @@ def test_every_pod_passes_the_restricted_pod_security_standard(example: str, sta
             assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
             for volume in pod["volumes"]:
                 assert set(volume) - {"name"} <= RESTRICTED_VOLUME_TYPES, volume
-            for container in pod["containers"]:
+            for container in [*pod["containers"], *pod.get("initContainers", [])]:
                 security = container["securityContext"]
                 assert security["allowPrivilegeEscalation"] is False
                 assert security["capabilities"] == {"drop": ["ALL"]}
                 assert not security.get("privileged")
                 assert security.get("runAsUser", 1000) != 0
+                # restricted admits the runtime's profile or one of the node's, never Unconfined
+                profile = security.get("seccompProfile", {"type": "RuntimeDefault"})
+                assert profile["type"] in {"RuntimeDefault", "Localhost"}
                 assert "hostPort" not in json.dumps(container.get("ports", []))
 
 
@@ -779,6 +786,81 @@ def test_the_filter_pods_where_untrusted_code_runs_get_no_network() -> None:
     )
     for stage in (Stage.DATA, Stage.GENERATE, Stage.FORMAT):
         assert "NetworkPolicy" not in {c["kind"] for c in stages.children(run, stage, 1)}
+
+
+def sandbox_pod(run: RunRef, stage: Stage) -> Manifest:
+    pod: Manifest = only(stages.driver_children(run, stage, 1), "Job")["spec"]["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("example", "stage"),
+    [(SKY_T1, Stage.FILTER), (TINY, Stage.FILTER), (SKY_T1, Stage.EVALUATE)],
+    ids=["sky-t1-filter", "tiny-filter", "sky-t1-evaluate-livecodebench"],
+)
+def test_model_written_code_runs_in_a_container_without_the_runs_storage(example: str, stage: Stage) -> None:
+    run = make_run(example)
+    pod = sandbox_pod(run, stage)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (sandbox,) = pod["initContainers"]
+    (stage_container,) = pod["containers"]
+    assert sandbox["name"] == SANDBOX_CONTAINER
+    assert sandbox["restartPolicy"] == "Always"  # a native sidecar: up before the checker, down after it
+    # nothing of the run's: no claim, no config, no token, no storage root, no run uid
+    mounted = {m["name"]: volumes[m["name"]] for m in sandbox["volumeMounts"]}
+    assert all(set(volume) == {"name", "emptyDir"} for volume in mounted.values()), mounted
+    assert {m["mountPath"]: m.get("readOnly", False) for m in sandbox["volumeMounts"]} == {
+        SANDBOX_CHANNEL_DIR: True,
+        "/tmp": False,
+    }
+    assert [v["name"] for v in sandbox["env"]] == ["HOME"]
+    security = sandbox["securityContext"]
+    assert security["runAsUser"] not in {0, pod["securityContext"]["runAsUser"]}
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["seccompProfile"] == {
+        "type": "Localhost",
+        "localhostProfile": "reasoning-operator/sandbox.json",
+    }
+    resources = run.spec.sandbox.resources
+    assert sandbox["resources"]["limits"] == {"cpu": resources.cpu, "memory": resources.memory}
+    # the memory-backed folders are bounded, and counted against the sandbox container's own limit
+    assert all(volume["emptyDir"].get("sizeLimit") for volume in mounted.values())
+    # the stage's container finds the channel, writable on its side
+    stage_env = {v["name"]: v.get("value") for v in stage_container["env"]}
+    assert stage_env[SANDBOX_CHANNEL_VARIABLE] == f"{SANDBOX_CHANNEL_DIR}/checker.sock"
+    channel = next(m for m in stage_container["volumeMounts"] if m["name"] == "sandbox-channel")
+    assert channel["mountPath"] == SANDBOX_CHANNEL_DIR
+    assert not channel.get("readOnly")
+    assert "runtimeClassName" not in pod
+
+
+def test_pods_that_run_no_model_written_code_have_no_sandbox() -> None:
+    tiny = make_run(TINY)  # evaluates held-out math only: nothing to run
+    for stage in enabled_stages(tiny):
+        if stage is Stage.FILTER:
+            continue
+        for child in stages.children(tiny, stage, 1):
+            for template in pod_templates(child):
+                assert "initContainers" not in template["spec"], (stage, child["metadata"]["name"])
+                for container in template["spec"]["containers"]:
+                    assert SANDBOX_CHANNEL_VARIABLE not in {v["name"] for v in container["env"]}
+
+
+def test_a_runtime_class_and_the_runtimes_own_profile_reach_the_sandboxed_pod() -> None:
+    run = make_run(
+        SKY_T1,
+        sandbox={"seccompProfile": {"type": "RuntimeDefault"}, "runtimeClassName": "gvisor"},
+    )
+    pod = sandbox_pod(run, Stage.FILTER)
+    assert pod["runtimeClassName"] == "gvisor"
+    assert pod["initContainers"][0]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "runtimeClassName" not in sandbox_pod(run, Stage.DATA)
+
+
+def test_the_sandbox_host_is_the_module_the_checker_speaks_to() -> None:
+    (sandbox,) = sandbox_pod(make_run(TINY), Stage.FILTER)["initContainers"]
+    assert sandbox["command"][:3] == ["python", "-m", sandbox_channel.__name__]
+    assert SANDBOX_CHANNEL_VARIABLE == sandbox_channel.CHANNEL_VARIABLE
 
 
 def test_the_cpu_programs_run_on_the_driver_pool_when_one_is_named() -> None:

@@ -353,6 +353,7 @@ def test_the_pool_survives_hostile_programs_and_leaves_nothing_running(
 def test_the_pool_replaces_a_worker_that_died() -> None:
     with CodeChecker(LIMITS, workers=2) as checker:
         for worker in checker._workers:
+            assert worker.process is not None  # a local worker: no sandbox container here
             os.kill(worker.process.pid, signal.SIGKILL)
             worker.process.wait()
         items = [("print(sum(map(int, input().split())))", ADDITION, None)] * 3
@@ -367,12 +368,13 @@ def test_a_program_that_takes_its_worker_down_is_rejected_at_once() -> None:
     addition = ("print(sum(map(int, input().split())))", ADDITION, None)
     started: list[int] = []
     with CodeChecker(limits, workers=1) as checker:
-        worker = checker._workers[0]
+        process = checker._workers[0].process
+        assert process is not None
 
         def kill_its_worker(index: int) -> None:
             started.append(index)
             if index == 0:
-                threading.Timer(1.0, os.kill, (worker.process.pid, signal.SIGKILL)).start()
+                threading.Timer(1.0, os.kill, (process.pid, signal.SIGKILL)).start()
 
         verdicts = list(checker.check_many([sleeper, addition], on_start=kill_its_worker))
     assert verdicts[0] == CodeVerdict(False, 0, 1, WORKER_TAKEN_DOWN)

@@ -48,19 +48,31 @@ def _evaluate_isolation(run: RunRef, stage: Stage) -> list[Manifest]:
     return [evaluate_driver_policy(run, evaluate.servers(run))]
 
 
+def _never(run: RunRef) -> bool:
+    return False
+
+
+def _always(run: RunRef) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class StagePlan:
     servers: Callable[[RunRef], list[Server]] = _nothing
     driver_env: Callable[[RunRef], list[EnvVar]] = _no_env
     isolation: Callable[[RunRef, Stage], list[Manifest]] = _no_isolation
+    sandboxed: Callable[[RunRef], bool] = _never
+    """Whether the driver's pod runs model-written code (in a sandbox container of its own)."""
 
 
 # data, format and train need nothing beyond their driver; the filter and evaluate run untrusted code
 PLANS: dict[Stage, StagePlan] = {
     Stage.GENERATE: StagePlan(servers=generate.servers),
     Stage.REWRITE: StagePlan(servers=rewrite.servers, driver_env=rewrite.driver_env),
-    Stage.FILTER: StagePlan(isolation=_isolated),
-    Stage.EVALUATE: StagePlan(servers=evaluate.servers, isolation=_evaluate_isolation),
+    Stage.FILTER: StagePlan(isolation=_isolated, sandboxed=_always),
+    Stage.EVALUATE: StagePlan(
+        servers=evaluate.servers, isolation=_evaluate_isolation, sandboxed=evaluate.runs_code
+    ),
 }
 
 
@@ -92,7 +104,8 @@ def driver_children(run: RunRef, stage: Stage, attempt: int) -> list[Manifest]:
         {"name": server.endpoint_variable, "value": server_url(run, stage, server.role)}
         for server in plan.servers(run)
     ]
-    return [*isolation, stage_job(run, stage, attempt, env=[*endpoints, *plan.driver_env(run)])]
+    env = [*endpoints, *plan.driver_env(run)]
+    return [*isolation, stage_job(run, stage, attempt, env=env, sandboxed=plan.sandboxed(run))]
 
 
 def children(run: RunRef, stage: Stage, attempt: int) -> list[Manifest]:

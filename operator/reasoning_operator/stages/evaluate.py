@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from reasoning_pipeline.spec import Stage
+from reasoning_pipeline.spec import CODE_BENCHMARKS, Stage
 from reasoning_pipeline.storage import RunPaths
 
 from reasoning_operator.naming import Role
@@ -24,6 +24,11 @@ def trained_model(run: RunRef) -> str:
     it (a run created again under the same name must not serve the earlier run's model)."""
     paths = RunPaths(Path(run.spec.storage.mount_path), run.name, run.uid)
     return str(PurePosixPath(paths.stage_dir(Stage.TRAIN)) / "model")
+
+
+def runs_code(run: RunRef) -> bool:
+    """Whether the driver scores a benchmark by running the model's programs."""
+    return any(benchmark.name in CODE_BENCHMARKS for benchmark in run.spec.evaluation.benchmarks)
 
 
 def servers(run: RunRef) -> list[Server]:

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import selectors
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from reasoning_pipeline.cpus import usable_cpus
+from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.filter.sandbox import (
     IsolationLevel,
     Sandbox,
@@ -42,8 +44,9 @@ from reasoning_pipeline.filter.sandbox import (
     SandboxLimits,
     SandboxResult,
     default_interpreter,
-    isolation_level,
+    probe_isolation,
 )
+from reasoning_pipeline.filter.sandbox_channel import SandboxHost, shared_host
 
 if TYPE_CHECKING:
     from reasoning_pipeline.spec import CodeCheck
@@ -448,29 +451,68 @@ def _last_error_line(stderr: str) -> str:
 # The workers are plain interpreters running `_serve`, not a ProcessPoolExecutor: each sandboxed test
 # forks the worker three times, and a worker that imported only this module and the sandbox (no
 # pydantic, nothing of the caller's main module) forks several times faster.
-_WORKER_COMMAND = "from reasoning_pipeline.filter.code import _serve; _serve()"
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+WORKER_COMMAND = "from reasoning_pipeline.filter.code import _serve; _serve()"
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # fresh workers that may die before taking an item before the pool gives up (a broken installation)
 _MAX_DELIVERIES = 3
 WORKER_TAKEN_DOWN = "the program took down the checker's worker while it ran"
 
 
+def require_isolation(level: IsolationLevel, minimum: IsolationLevel, refused: dict[str, str]) -> None:
+    """Refuses (for good: the same pod spec reaches the same level) a sandbox weaker than the spec's
+    `sandbox.minimumIsolation`, before any program runs, with why each stronger level was refused."""
+    order = list(IsolationLevel)
+    if order.index(level) <= order.index(minimum):
+        return
+    why = "; ".join(f"{name}: {reason}" for name, reason in refused.items()) or "nothing stronger was tried"
+    raise StageError(
+        f"sandbox.minimumIsolation: the sandbox reaches only the {level} level, below the {minimum} the "
+        f"spec requires ({why}). Give the sandbox container a seccomp profile that admits user namespaces "
+        f"(sandbox.seccompProfile, see the README), or allow {level} explicitly."
+    )
+
+
+def sandbox_isolation(minimum: IsolationLevel) -> tuple[IsolationLevel, str, int]:
+    """The level programs run under (probed once per process: in the pod's sandbox container where there
+    is one, else here), their interpreter and the CPUs they share; refused below `minimum`."""
+    host = shared_host()
+    if host is not None:
+        hello = host.hello
+        level, refused, interpreter, cpus = hello.level, hello.refused, hello.interpreter, hello.cpus
+    else:
+        interpreter = default_interpreter()
+        level, refused_levels = probe_isolation(interpreter)
+        refused, cpus = {str(k): v for k, v in refused_levels.items()}, usable_cpus()
+    require_isolation(level, minimum, refused)
+    return level, interpreter, cpus
+
+
 class _Worker:
-    def __init__(self, level: IsolationLevel, interpreter: str) -> None:
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            part for part in (_PACKAGE_ROOT, environment.get("PYTHONPATH")) if part
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_COMMAND, str(level), interpreter],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=environment,
-        )
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.requests: IO[bytes] = self.process.stdin
-        self.replies: IO[bytes] = self.process.stdout
+    """One checker worker: a process of this container's own (local runs, tests) or of the pod's sandbox
+    container, started through its host; either way JSON lines in and out."""
+
+    def __init__(self, level: IsolationLevel, interpreter: str, host: SandboxHost | None) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.connection: socket.socket | None = None
+        if host is not None:
+            self.connection = host.start_worker()
+            self.requests: IO[bytes] = self.connection.makefile("wb")
+            self.replies: IO[bytes] = self.connection.makefile("rb")
+        else:
+            environment = dict(os.environ)
+            environment["PYTHONPATH"] = os.pathsep.join(
+                part for part in (PACKAGE_ROOT, environment.get("PYTHONPATH")) if part
+            )
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WORKER_COMMAND, str(level), interpreter],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=environment,
+            )
+            assert self.process.stdin is not None
+            assert self.process.stdout is not None
+            self.requests = self.process.stdin
+            self.replies = self.process.stdout
         # (index, request, deliveries tried, whether this worker took it)
         self.task: tuple[int, dict[str, Any], int, bool] | None = None
 
@@ -478,14 +520,30 @@ class _Worker:
         try:
             self.requests.write(json_text(request).encode() + b"\n")
             self.requests.flush()
-        except BrokenPipeError:  # dead before it took the item: seen as dead by the reply read
+        except (BrokenPipeError, ConnectionResetError):  # dead before it took the item: seen by the read
             self.task = (index, request, deliveries, False)
             return
         self.task = (index, request, deliveries, True)
 
+    def reply(self) -> bytes:
+        """The worker's next line; empty when it died (a socket whose peer died with input unread is
+        reset rather than closed)."""
+        try:
+            return self.replies.readline()
+        except ConnectionResetError:
+            return b""
+
     def stop(self) -> None:
-        with contextlib.suppress(BrokenPipeError):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.requests.close()
+        if self.connection is not None:
+            # end of input: the worker leaves; its process is the sandbox container's to reap
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_WR)
+            self.replies.close()
+            self.connection.close()
+            return
+        assert self.process is not None
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -497,11 +555,13 @@ class _Worker:
 class CodeChecker:
     """Worker processes that check (code, tests, problem timeout) items; verdicts in input order."""
 
-    def __init__(self, limits: CodeCheck, workers: int = 0) -> None:
+    def __init__(
+        self, limits: CodeCheck, workers: int = 0, minimum: IsolationLevel = IsolationLevel.RLIMITS
+    ) -> None:
         self.limits = limits
-        self.interpreter = default_interpreter()
-        self.isolation = isolation_level(self.interpreter)  # probed here once, not in every worker
-        self._workers = [_Worker(self.isolation, self.interpreter) for _ in range(workers or usable_cpus())]
+        self._host = shared_host()
+        self.isolation, self.interpreter, cpus = sandbox_isolation(minimum)
+        self._workers = [self._new_worker() for _ in range(workers or cpus)]
         self._selector = selectors.DefaultSelector()
 
     def check_many(
@@ -556,7 +616,7 @@ class CodeChecker:
         """Waits out the items still in flight: a caller that stops reading leaves none to the next call."""
         for worker in self._workers:
             if worker.task is not None:
-                worker.replies.readline()
+                worker.reply()
                 self._selector.unregister(worker.replies)
                 worker.task = None
 
@@ -574,7 +634,7 @@ class CodeChecker:
     def _receive(self, worker: _Worker) -> tuple[int, CodeVerdict | None]:
         assert worker.task is not None
         index, request, deliveries, taken = worker.task
-        line = worker.replies.readline()
+        line = worker.reply()
         self._selector.unregister(worker.replies)
         worker.task = None
         if line:
@@ -586,7 +646,7 @@ class CodeChecker:
         # to take the worker down (a weaker isolation level allows it), and is rejected at once, never
         # run again. Before taking it: not the item's doing, a fresh worker takes it.
         worker.stop()
-        replacement = _Worker(self.isolation, self.interpreter)
+        replacement = self._new_worker()
         self._workers[self._workers.index(worker)] = replacement
         if taken:
             return index, CodeVerdict(False, 0, len(request["tests"]["inputs"]), WORKER_TAKEN_DOWN)
@@ -594,6 +654,9 @@ class CodeChecker:
             raise SandboxError(f"{deliveries} fresh checker workers in a row died before taking an item")
         self._dispatch(replacement, index, request, deliveries + 1)
         return index, None
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.isolation, self.interpreter, self._host)
 
     def close(self) -> None:
         for worker in self._workers:

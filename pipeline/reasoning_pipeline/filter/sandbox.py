@@ -345,6 +345,12 @@ def isolation_level(interpreter: str | None = None) -> IsolationLevel:
     return probe_isolation(interpreter)[0]
 
 
+def forbid_tracing() -> None:
+    """Makes this process not dumpable: its /proc/<pid>/environ, mem and fd become root's and nothing of
+    the same uid can ptrace it (inherited across fork, not across a credential change or execve)."""
+    _prctl(_PR_SET_DUMPABLE, 0)
+
+
 def _needs_slot_uid(level: IsolationLevel) -> bool:
     return os.geteuid() == 0 and level is not IsolationLevel.RLIMITS
 
@@ -455,7 +461,7 @@ class Sandbox:
         # /proc/<pid>/environ, mem and fd are root's and it cannot be ptraced, so a program can neither
         # read what it holds nor write a forged result into its pipes. The supervisors it forks inherit
         # this; a program's own execve makes the program dumpable again, which is harmless.
-        _prctl(_PR_SET_DUMPABLE, 0)
+        forbid_tracing()
 
     @property
     def uid(self) -> int:

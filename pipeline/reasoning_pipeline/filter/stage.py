@@ -20,6 +20,7 @@ from typing import Any
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.filter.code import CodeChecker, extract_code, no_code_verdict, parse_tests
 from reasoning_pipeline.filter.math import MathChecker
+from reasoning_pipeline.filter.sandbox import IsolationLevel
 from reasoning_pipeline.progress import bar
 from reasoning_pipeline.spec import FilterSpec, ReasoningRun, Stage
 from reasoning_pipeline.stage_input import read_stage_input, require_text_fields
@@ -62,10 +63,10 @@ def _verdict(record: dict[str, Any], kept: bool, reason: str, **extra: Any) -> d
 class Judge:
     """Sends each record to the checker of its kind and turns the answers into verdicts, in order."""
 
-    def __init__(self, spec: FilterSpec) -> None:
+    def __init__(self, spec: FilterSpec, minimum: IsolationLevel = IsolationLevel.RLIMITS) -> None:
         self.spec = spec
         self.math = MathChecker(spec.math.timeout_seconds, spec.workers)
-        self.code = CodeChecker(spec.code, spec.workers)
+        self.code = CodeChecker(spec.code, spec.workers, minimum)
 
     def close(self) -> None:
         self.math.close()
@@ -149,7 +150,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     if not records:
         raise StageError("no rewritten traces to filter")
     stage_dir = paths.stage_dir(Stage.FILTER)
-    judge = Judge(run.spec.filter)
+    judge = Judge(run.spec.filter, IsolationLevel(run.spec.sandbox.minimum_isolation))
     try:
         with (
             Journal(stage_dir / JOURNAL_FILE) as journal,

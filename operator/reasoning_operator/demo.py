@@ -262,7 +262,10 @@ def report(status: Mapping[str, Any]) -> list[str]:
     lines = [f"phase: {ended_because(status)}"]
     kept = _metrics(status, "filter")
     if kept:
-        lines.append(f"filter:   kept {kept.get('kept')} traces, rejected {kept.get('rejected')}")
+        lines.append(
+            f"filter:   kept {kept.get('kept')} traces, rejected {kept.get('rejected')} "
+            f"(model-written code sandboxed at the {kept.get('sandboxIsolation')} level)"
+        )
     tokens = _metrics(status, "format").get("tokens") or {}
     if tokens:
         lines.append(

@@ -234,7 +234,9 @@ def _current_stage(
     ):
         entry["phase"] = "Failed"
         message = stage_failed_message(stage.value, latest.number, latest.failure, latest.message)
-        return StageStep(Verdict("Failed", "StageFailed", message), delete=servers)
+        # a workload given up on while it still waits holds its node's share: it goes with the servers
+        given_up = (latest.workload,) if latest.abandoned else ()
+        return StageStep(Verdict("Failed", "StageFailed", message), delete=(*servers, *given_up))
     if latest is None or latest.phase == "Failed":
         number = latest.number + 1 if latest else 1
         if spec.suspend:

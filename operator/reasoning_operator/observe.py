@@ -49,6 +49,7 @@ class Attempt:
     started_at: str | None = None
     finished_at: str | None = None
     failure: Failure | None = None  # of a failed attempt: whether another one may pass
+    abandoned: bool = False  # failed while its workload still exists unfinished: delete it
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,27 @@ def _reporting_pod(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return candidates[-1] if candidates else None
 
 
+# What the kubelet says when it cannot create a container for its configuration: it retries for ever, and
+# the pod (with the node's share it holds) never ends by itself.
+_UNCREATABLE = ("CreateContainerConfigError", "CreateContainerError")
+
+
+def _seccomp_refusal(pods: list[Mapping[str, Any]]) -> str | None:
+    """The kubelet's words when a container of these pods cannot be created because the node lacks its
+    Localhost seccomp profile (the sandbox container's, `spec.sandbox.seccompProfile`)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            message = str(waiting.get("message") or "")
+            if waiting.get("reason") in _UNCREATABLE and "seccomp" in message.lower():
+                return f"container {container.get('name')}: {waiting['reason']}: {message[-400:]}"
+    return None
+
+
 def _attempt(
     stage: Stage, number: int, workload: Mapping[str, Any], pods: list[Mapping[str, Any]]
 ) -> Attempt:
@@ -208,7 +230,17 @@ def _attempt(
         started_at=started_at,
     )
     if done is None and failed is None:
-        return running
+        refusal = _seccomp_refusal(pods)
+        if refusal is None:
+            return running
+        # the same pod spec on the same nodes: another attempt meets the same refusal
+        message = (
+            "sandbox.seccompProfile: the node cannot load the sandbox container's seccomp profile "
+            f"({refusal}). Install hack/seccomp/sandbox.json on every node that runs filter or evaluate "
+            "pods, below the kubelet's seccomp folder at sandbox.seccompProfile.localhostProfile (see the "
+            "README), or name another profile or runtimeClassName"
+        )
+        return replace(running, phase="Failed", message=message, failure="Permanent", abandoned=True)
     # The workload's condition can arrive before its pod's final status (two watches): wait for the pod,
     # whose termination message is the verdict. A failed workload with no pod left has lost its reason.
     if (pod is not None and not _ended(pod)) or (done is not None and pod is None):

@@ -319,6 +319,153 @@ def test_the_rewrite_stage_got_its_key_only_through_the_secret(
     assert counts["authorized"] >= next(iter(rewritten.values()))["records"]
 
 
+# ---------------------------------------------------------------------- model-written code in the pod
+# Run in the stage container of a pod built as the filter's is (the operator's own builder): the checker
+# there starts its workers through the pod's sandbox container, as the filter stage does.
+HOSTILE_CHECK = """
+import json, sys
+from reasoning_pipeline.filter.code import CodeChecker, CodeTests
+from reasoning_pipeline.spec import CodeCheck
+programs = json.loads(sys.argv[1])
+items = [(code, CodeTests(inputs=[""], outputs=[expected]), None) for code, expected in programs.values()]
+with CodeChecker(CodeCheck(), workers=2) as checker:
+    verdicts = list(checker.check_many(items))
+    level = str(checker.isolation)
+print(json.dumps({"level": level, "verdicts": {n: [v.passed, v.reason] for n, v in zip(programs, verdicts)}}))
+"""
+ESCAPED = "escaped"
+
+
+def hostile_programs(mount: str, api_host: str, node_ip: str) -> dict[str, tuple[str, str]]:
+    """name → (program, the output that would mean it got out). Each prints ESCAPED only if its attack
+    worked, so a passing verdict is an escape; the last two must pass."""
+    return {
+        "storage": (
+            f"import os\nhits = []\nfor root in [{mount!r}, '/proc/1/root' + {mount!r}, '/etc/reasoning']:\n"
+            "    try:\n        os.listdir(root); hits.append(root)\n    except OSError: pass\n"
+            "    try:\n        open(os.path.join(root, 'pwned'), 'w').write('x'); hits.append(root)\n"
+            "    except OSError: pass\n"
+            f"print({ESCAPED!r} if hits else 'contained')",
+            ESCAPED,
+        ),
+        "ancestors-environment": (
+            "import os\nfound = False\nfor pid in os.listdir('/proc'):\n"
+            "    try:\n        found |= b'REASONING' in open(f'/proc/{pid}/environ', 'rb').read()\n"
+            "    except OSError: pass\n"
+            f"print({ESCAPED!r} if found else 'contained')",
+            ESCAPED,
+        ),
+        "network": (
+            "import socket\nreached = []\n"
+            f"for address in [({api_host!r}, 443), ({node_ip!r}, 10250), ({node_ip!r}, 53)]:\n"
+            "    try:\n        socket.create_connection(address, timeout=2).close()\n"
+            "        reached.append(address)\n"
+            "    except OSError: pass\n"
+            f"print({ESCAPED!r} if reached else 'contained')",
+            ESCAPED,
+        ),
+        "stop-and-kill-everyone": (
+            "import os, signal\nfor number in (signal.SIGSTOP, signal.SIGKILL):\n"
+            "    try:\n        os.kill(-1, number)\n    except OSError: pass\nprint('sent')",
+            ESCAPED,
+        ),
+        "memfd-flood": (
+            "import os\nheld = []\nchunk = b'x' * (1 << 20)\ntry:\n    while True:\n"
+            "        fd = os.memfd_create('flood')\n        held.append(fd)\n"
+            "        for _ in range(16):\n            os.write(fd, chunk)\nexcept OSError: pass\n"
+            "print(len(held))",
+            ESCAPED,
+        ),
+        "fork-flood": (
+            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError: pass",
+            ESCAPED,
+        ),
+        "big-integer": ("print(10 ** 5000)", str(10**5000)),
+        "after-all-that": ("print(6 * 7)", "42"),
+    }
+
+
+def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_network_nor_its_checker(
+    finished: dict[str, Any],
+    demo_namespace: tuple[str, Path],
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+) -> None:
+    """The filter ran its programs in user namespaces of their own, in the sandbox container; the same
+    pod layout then meets hostile programs: storage writes, ancestors' environments through /proc, the
+    API server, the kubelet and DNS, SIGSTOP/SIGKILL to every process in reach, a memfd flood past the
+    container's memory limit, a fork flood. None gets out, the sandbox host is never restarted, and the
+    checker goes on judging."""
+    from reasoning_operator import stages
+    from reasoning_operator.run import RunRef
+    from reasoning_operator.workloads import SANDBOX_CONTAINER
+    from reasoning_pipeline.spec import Stage
+
+    namespace, storage = demo_namespace
+    assert stage(finished, "filter")["metrics"]["sandboxIsolation"] == "user-namespace"
+    run = RunRef.from_body(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, RUN))
+    job = next(c for c in stages.driver_children(run, Stage.FILTER, 1) if c["kind"] == "Job")
+    policy = next(c for c in stages.driver_children(run, Stage.FILTER, 1) if c["kind"] == "NetworkPolicy")
+    template = job["spec"]["template"]
+    spec = template["spec"]
+    (sandbox,) = spec["initContainers"]
+    claims = {v["name"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    assert claims
+    assert not claims & {m["name"] for m in sandbox["volumeMounts"]}
+    labels = {
+        k: v
+        for k, v in template["metadata"]["labels"].items()
+        if k in policy["spec"]["podSelector"]["matchLabels"]
+    }
+    assert labels == policy["spec"]["podSelector"]["matchLabels"]  # the filter's no-network policy holds
+    mount = run.spec.storage.mount_path
+    marker = storage / "hostile-marker"
+    marker.write_text("untouched")
+    api_host = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    node_ip = core.read_node(finished_node(core)).status.addresses[0].address
+    programs = hostile_programs(mount, api_host, node_ip)
+    spec["containers"][0]["command"] = [
+        "python",
+        "-c",
+        HOSTILE_CHECK,
+        json.dumps({name: list(pair) for name, pair in programs.items()}),
+    ]
+    name = "hostile-programs"
+    core.create_namespaced_pod(
+        namespace,
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec},
+    )
+
+    def ended() -> str | None:
+        phase: str | None = core.read_namespaced_pod(name, namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = wait_for(ended, timeout=600, what="the hostile programs' pod", interval=2)
+    log = core.read_namespaced_pod_log(name, namespace, container=spec["containers"][0]["name"])
+    assert phase == "Succeeded", log
+    report = json.loads(log.strip().splitlines()[-1])
+    assert report["level"] == "user-namespace", report
+    verdicts = report["verdicts"]
+    escaped = [
+        n for n, (passed, _) in verdicts.items() if passed and n not in ("big-integer", "after-all-that")
+    ]
+    assert escaped == [], verdicts
+    assert verdicts["big-integer"][0], verdicts
+    assert verdicts["after-all-that"][0], verdicts
+    pod = core.read_namespaced_pod(name, namespace)
+    (host,) = [s for s in pod.status.init_container_statuses if s.name == SANDBOX_CONTAINER]
+    assert host.restart_count == 0, "the sandbox host was taken down"
+    assert marker.read_text() == "untouched"
+    assert not list(storage.rglob("pwned"))
+    core.delete_namespaced_pod(name, namespace)
+
+
+def finished_node(core: client.CoreV1Api) -> str:
+    (node,) = core.list_node(label_selector="reasoning.dev/real-node=true").items
+    name: str = node.metadata.name
+    return name
+
+
 def test_deleting_the_run_removes_its_children_and_keeps_its_data(
     finished: dict[str, Any],
     demo_namespace: tuple[str, Path],

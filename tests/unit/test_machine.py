@@ -490,3 +490,55 @@ def test_an_evicted_pod_says_so() -> None:
     cluster.objects[("Pod", pod["metadata"]["name"])] = pod
     plan = cluster.step()
     assert plan.status["stages"][0]["message"] == "Evicted: The node was low on memory."
+
+
+# what the kubelet says of a container whose Localhost profile is not on the node
+NO_PROFILE = (
+    'failed to generate security options for container "sandbox": failed to generate seccomp security '
+    "options for container: cannot load seccomp profile "
+    '"/var/lib/kubelet/seccomp/reasoning-operator/sandbox.json": open /var/lib/kubelet/seccomp/'
+    "reasoning-operator/sandbox.json: no such file or directory"
+)
+
+
+def waiting_filter_pod(cluster: Cluster, reason: str, message: str) -> None:
+    workload = cluster.workload(Stage.FILTER, 1)
+    template = workload["spec"]["template"]
+    cluster.objects[("Pod", "filter-pod")] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "filter-pod", "labels": dict(template["metadata"]["labels"])},
+        "spec": template["spec"],
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {"name": "sandbox", "state": {"waiting": {"reason": reason, "message": message}}}
+            ],
+            "containerStatuses": [{"name": "stage", "state": {"waiting": {"reason": "PodInitializing"}}}],
+        },
+    }
+
+
+def from_the_filter() -> RunRef:
+    disabled = {"enabled": False}
+    return run_of(data=disabled, generation=disabled, rewrite=disabled, filter={"inputPath": "traces.jsonl"})
+
+
+def test_a_node_without_the_sandbox_profile_fails_the_stage_for_good_naming_the_field() -> None:
+    """The kubelet retries such a pod for ever and it never ends: the operator says why, does not try
+    again (the same nodes refuse the same spec), and deletes the Job so that its pod frees the node."""
+    cluster = Cluster(from_the_filter())
+    cluster.step()
+    waiting_filter_pod(cluster, "ContainerCreating", "")
+    assert cluster.step().status["phase"] == "Running", "an ordinary start is waited for"
+    waiting_filter_pod(cluster, "CreateContainerError", NO_PROFILE)
+    job = cluster.workload(Stage.FILTER, 1)["metadata"]["name"]
+    plan = cluster.step()
+    assert plan.status["phase"] == "Failed"
+    (filter_stage,) = [s for s in plan.status["stages"] if s["name"] == "filter"]
+    assert (filter_stage["attempts"], filter_stage["failure"]) == (1, "Permanent")
+    assert filter_stage["message"].startswith("sandbox.seccompProfile: the node cannot load")
+    assert "no such file or directory" in filter_stage["message"]
+    assert "sandbox.seccompProfile" in plan.status["message"]
+    assert [(ref.kind, ref.name) for ref in plan.delete] == [("Job", job)]
+    assert plan.create == ()

@@ -128,6 +128,16 @@ def test_the_program_runs_as_a_dedicated_uid_in_its_own_namespaces(sandbox: Sand
     assert result.stdout.decode().split() == [str(uid), str(uid), "/tmp", "1", "2"]
 
 
+@pytest.mark.skipif(not ROOT_WITH_NAMESPACES, reason="needs a /proc of the program's own")
+def test_the_program_is_the_oom_killers_first_choice(sandbox: Sandbox) -> None:
+    """A memfd or tmpfs flood is charged to the cgroup but to no process's RSS: the program's score must
+    make it the victim, not the worker or the host that started it."""
+    result = sandbox.run("print(open('/proc/self/oom_score_adj').read().strip())", b"", LIMITS)
+    assert result.stdout == b"1000\n", result
+    with open("/proc/self/oom_score_adj") as own:
+        assert own.read().strip() != "1000"  # the caller keeps its own
+
+
 def test_network_access_fails(sandbox: Sandbox) -> None:
     if not sandbox.level.isolates_network:
         pytest.skip(f"isolation level {sandbox.level} does not isolate the network")

@@ -734,6 +734,7 @@ def _supervise(plan: _Plan) -> NoReturn:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the checker died: so does everything below
         if os.getppid() != plan.parent_pid:
             os._exit(code)
+        _offer_to_the_oom_killer()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if plan.level is IsolationLevel.NAMESPACES:
@@ -747,6 +748,14 @@ def _supervise(plan: _Plan) -> NoReturn:
         _report(plan, {"event": "setup_error", "message": f"{type(error).__name__}: {error}"})
     finally:
         os._exit(code)
+
+
+def _offer_to_the_oom_killer() -> None:
+    """This supervisor and all it starts go first when their cgroup runs out of memory: a memfd, tmpfs or
+    page-cache flood belongs to no process's RSS, so by size alone the kernel would pick the checker's
+    worker or the sandbox host. Any process may raise its own score; the program inherits it."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "wb") as score:
+        score.write(b"1000")
 
 
 def _drop_to(uid: int) -> None:

@@ -22,6 +22,8 @@ from reasoning_pipeline.spec import Stage
 from reasoning_pipeline.summary import Failure
 
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_ROLE, LABEL_RUN_UID, LABEL_STAGE, Role
+from reasoning_operator.stages.rewrite import API_KEY_VARIABLE
+from reasoning_operator.workloads import HUB_TOKEN_VARIABLE
 
 AttemptPhase = Literal["Running", "Succeeded", "Failed"]
 WORKLOAD_KINDS = ("Job", "PyTorchJob")
@@ -191,21 +193,46 @@ def _reporting_pod(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 # What the kubelet says when it cannot create a container for its configuration: it retries for ever, and
 # the pod (with the node's share it holds) never ends by itself.
 _UNCREATABLE = ("CreateContainerConfigError", "CreateContainerError")
+# the spec fields behind the Secrets a stage container reads, by the variable that holds them
+SECRET_FIELDS = {API_KEY_VARIABLE: "rewrite.apiKeySecret", HUB_TOKEN_VARIABLE: "hub.tokenSecret"}
 
 
-def _seccomp_refusal(pods: list[Mapping[str, Any]]) -> str | None:
-    """The kubelet's words when a container of these pods cannot be created because the node lacks its
-    Localhost seccomp profile (the sandbox container's, `spec.sandbox.seccompProfile`)."""
+def _secret_fields(pod: Mapping[str, Any], message: str) -> list[str]:
+    """The spec fields naming a Secret the kubelet's message is about (it quotes the Secret's name)."""
+    fields = []
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for variable in container.get("env") or []:
+            secret = ((variable.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+            field_name = SECRET_FIELDS.get(variable.get("name", ""))
+            if secret and field_name and (f'"{secret}"' in message or f"/{secret}" in message):
+                fields.append(field_name)
+    return sorted(set(fields))
+
+
+def _refusal(pods: list[Mapping[str, Any]]) -> str | None:
+    """Why the kubelet cannot create a container of these pods, naming the spec field to change, for the
+    refusals that only the user can lift: a node without the sandbox's seccomp profile, a Secret or key
+    that does not exist. None while nothing says so (an image still loading, a volume still attaching)."""
     for pod in pods:
         status = pod.get("status") or {}
-        for container in [
-            *(status.get("initContainerStatuses") or []),
-            *(status.get("containerStatuses") or []),
-        ]:
+        statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+        for container in statuses:
             waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") not in _UNCREATABLE:
+                continue
             message = str(waiting.get("message") or "")
-            if waiting.get("reason") in _UNCREATABLE and "seccomp" in message.lower():
-                return f"container {container.get('name')}: {waiting['reason']}: {message[-400:]}"
+            said = f"container {container.get('name')}: {waiting['reason']}: {message[-400:]}"
+            if "seccomp" in message.lower():
+                return (
+                    "sandbox.seccompProfile: the node cannot load the sandbox container's seccomp profile "
+                    f"({said}). Install hack/seccomp/sandbox.json on every node that runs filter or "
+                    "evaluate pods, below the kubelet's seccomp folder at "
+                    "sandbox.seccompProfile.localhostProfile (see the README), or name another profile or "
+                    "runtimeClassName"
+                )
+            fields = _secret_fields(pod, message)
+            if fields and "secret" in message.lower():
+                return f"{' and '.join(fields)}: the Secret or its key is missing ({said})"
     return None
 
 
@@ -230,17 +257,11 @@ def _attempt(
         started_at=started_at,
     )
     if done is None and failed is None:
-        refusal = _seccomp_refusal(pods)
+        refusal = _refusal(pods)
         if refusal is None:
             return running
-        # the same pod spec on the same nodes: another attempt meets the same refusal
-        message = (
-            "sandbox.seccompProfile: the node cannot load the sandbox container's seccomp profile "
-            f"({refusal}). Install hack/seccomp/sandbox.json on every node that runs filter or evaluate "
-            "pods, below the kubelet's seccomp folder at sandbox.seccompProfile.localhostProfile (see the "
-            "README), or name another profile or runtimeClassName"
-        )
-        return replace(running, phase="Failed", message=message, failure="Permanent", abandoned=True)
+        # the same pod spec on the same nodes meets the same refusal: the spec or the cluster must change
+        return replace(running, phase="Failed", message=refusal, failure="Permanent", abandoned=True)
     # The workload's condition can arrive before its pod's final status (two watches): wait for the pod,
     # whose termination message is the verdict. A failed workload with no pod left has lost its reason.
     if (pod is not None and not _ended(pod)) or (done is not None and pod is None):

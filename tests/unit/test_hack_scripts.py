@@ -33,3 +33,29 @@ def test_cluster_up_without_built_programs_points_to_make_setup(tmp_path: Path) 
     )
     assert result.returncode != 0
     assert "run 'make setup' first" in result.stderr
+
+
+def test_the_sandbox_profile_is_the_runtimes_default_plus_user_namespaces_and_where_the_spec_looks() -> None:
+    """hack/seccomp/sandbox.json (`make seccomp-profile` writes it from containerd's own default): every
+    call not listed fails, and the four the sandbox adds are allowed whatever their arguments. The local
+    node's kubelet (and kind's) hold it at the path the spec's default names."""
+    import json
+
+    from reasoning_pipeline.spec import SANDBOX_PROFILE, SandboxSpec
+
+    profile = json.loads((REPO_ROOT / "hack" / "seccomp" / "sandbox.json").read_text())
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
+    unconditional = {
+        name
+        for rule in profile["syscalls"]
+        if rule["action"] == "SCMP_ACT_ALLOW" and not rule.get("args") and not rule.get("includes")
+        for name in rule["names"]
+    }
+    assert {"unshare", "mount", "mount_setattr", "umount2"} <= unconditional
+    # what stays closed to an unprivileged container with the profile
+    assert not {"setns", "bpf", "keyctl", "open_by_handle_at", "kexec_load"} & unconditional
+    assert SandboxSpec().seccomp_profile.localhost_profile == SANDBOX_PROFILE
+    node = (REPO_ROOT / "hack" / "node.sh").read_text()
+    assert 'install -m 0644 "$HACK_DIR/seccomp/sandbox.json" "$dir/sandbox.json"' in node
+    assert "seccomp/reasoning-operator" in node
+    assert f"/var/lib/kubelet/seccomp/{SANDBOX_PROFILE}" in (REPO_ROOT / "hack" / "kind.yaml").read_text()

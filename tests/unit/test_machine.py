@@ -501,21 +501,23 @@ NO_PROFILE = (
 )
 
 
-def waiting_filter_pod(cluster: Cluster, reason: str, message: str) -> None:
-    workload = cluster.workload(Stage.FILTER, 1)
+def waiting_pod(cluster: Cluster, stage: Stage, reason: str, message: str, *, sidecar: bool = True) -> None:
+    """The attempt's pod as the kubelet leaves it when it cannot create a container: Pending for ever."""
+    workload = cluster.workload(stage, 1)
     template = workload["spec"]["template"]
-    cluster.objects[("Pod", "filter-pod")] = {
+    waiting = {"state": {"waiting": {"reason": reason, "message": message}}}
+    status: dict[str, Any] = {"phase": "Pending"}
+    if sidecar:
+        status["initContainerStatuses"] = [{"name": "sandbox", **waiting}]
+        status["containerStatuses"] = [{"name": "stage", "state": {"waiting": {"reason": "PodInitializing"}}}]
+    else:
+        status["containerStatuses"] = [{"name": "stage", **waiting}]
+    cluster.objects[("Pod", f"{stage.value}-pod")] = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "filter-pod", "labels": dict(template["metadata"]["labels"])},
+        "metadata": {"name": f"{stage.value}-pod", "labels": dict(template["metadata"]["labels"])},
         "spec": template["spec"],
-        "status": {
-            "phase": "Pending",
-            "initContainerStatuses": [
-                {"name": "sandbox", "state": {"waiting": {"reason": reason, "message": message}}}
-            ],
-            "containerStatuses": [{"name": "stage", "state": {"waiting": {"reason": "PodInitializing"}}}],
-        },
+        "status": status,
     }
 
 
@@ -529,9 +531,9 @@ def test_a_node_without_the_sandbox_profile_fails_the_stage_for_good_naming_the_
     again (the same nodes refuse the same spec), and deletes the Job so that its pod frees the node."""
     cluster = Cluster(from_the_filter())
     cluster.step()
-    waiting_filter_pod(cluster, "ContainerCreating", "")
+    waiting_pod(cluster, Stage.FILTER, "ContainerCreating", "")
     assert cluster.step().status["phase"] == "Running", "an ordinary start is waited for"
-    waiting_filter_pod(cluster, "CreateContainerError", NO_PROFILE)
+    waiting_pod(cluster, Stage.FILTER, "CreateContainerError", NO_PROFILE)
     job = cluster.workload(Stage.FILTER, 1)["metadata"]["name"]
     plan = cluster.step()
     assert plan.status["phase"] == "Failed"
@@ -542,3 +544,31 @@ def test_a_node_without_the_sandbox_profile_fails_the_stage_for_good_naming_the_
     assert "sandbox.seccompProfile" in plan.status["message"]
     assert [(ref.kind, ref.name) for ref in plan.delete] == [("Job", job)]
     assert plan.create == ()
+
+
+@pytest.mark.parametrize(
+    ("kubelet_says", "field"),
+    [
+        ('secret "openai-api-key" not found', "rewrite.apiKeySecret"),
+        ("couldn't find key api-key in Secret team/openai-api-key", "rewrite.apiKeySecret"),
+        ('secret "hf-token" not found', "hub.tokenSecret"),
+    ],
+)
+def test_a_missing_secret_or_key_fails_the_stage_naming_the_field(kubelet_says: str, field: str) -> None:
+    if field == "hub.tokenSecret":  # the rewrite gets no hub token: the data stage reads the hub
+        cluster, stage = Cluster(run_of()), Stage.DATA
+    else:
+        rewrite = {**yaml.safe_load((EXAMPLES / "sky-t1-32b-preview.yaml").read_text())["spec"]["rewrite"]}
+        disabled = {"enabled": False}
+        run = run_of(data=disabled, generation=disabled, rewrite={**rewrite, "inputPath": "raw.jsonl"})
+        cluster, stage = Cluster(run), Stage.REWRITE
+    cluster.step()
+    waiting_pod(cluster, stage, "CreateContainerConfigError", kubelet_says, sidecar=False)
+    plan = cluster.step()
+    (entry,) = [s for s in plan.status["stages"] if s["name"] == stage.value]
+    assert (entry["phase"], entry["failure"]) == ("Failed", "Permanent")
+    assert entry["message"] == (
+        f"{field}: the Secret or its key is missing (container stage: CreateContainerConfigError: "
+        f"{kubelet_says})"
+    )
+    assert plan.status["phase"] == "Failed"

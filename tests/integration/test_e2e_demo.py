@@ -380,7 +380,7 @@ def hostile_programs(mount: str, api_host: str, node_ip: str) -> dict[str, tuple
             "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError: pass",
             ESCAPED,
         ),
-        "big-integer": ("print(10 ** 5000)", str(10**5000)),
+        "big-integer": ("print(10 ** 5000)", "1" + "0" * 5000),
         "after-all-that": ("print(6 * 7)", "42"),
     }
 

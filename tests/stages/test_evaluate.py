@@ -14,11 +14,12 @@ from reasoning_pipeline.benchmarks import GPQA_TEMPLATE, build_benchmark, pass_a
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.prompts import NUMINA_TEMPLATE
 from reasoning_pipeline.sources import local_rows
-from reasoning_pipeline.spec import ReasoningRun
+from reasoning_pipeline.spec import ReasoningRun, SandboxSpec
 from reasoning_pipeline.storage import RunPaths
 from reasoning_pipeline.summary import termination_message
 
 from tests.support.fake_openai import Behaviour, serve_fake_openai
+from tests.support.sandbox_host import sandbox_host
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 MATH_ANSWERS = {"Compute $1+1$": "2", "Simplify": "0.5", "What is $3^2$": "6", "2024 I problem 1": "204"}
@@ -191,3 +192,28 @@ def test_private_tests_that_pickle_anything_but_text_are_refused_not_run(tmp_pat
     with pytest.raises(StageError, match=re.escape("refusing posix.system")):
         build_benchmark("livecodebench", [("lcb.jsonl:1", row)])
     assert not (tmp_path / "ran").exists()
+
+
+def test_livecodebench_is_scored_in_the_pods_sandbox_container_and_its_level_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in a cluster: the driver's checker starts its workers in the sandbox container's host (here a
+    process on a socket), which says which level it reaches; a spec that asks for more fails the stage
+    before a single model is asked anything."""
+    lcb_only = {"benchmarks": [{"name": "livecodebench", "path": str(FIXTURES / "livecodebench.jsonl")}]}
+    with (
+        sandbox_host(tmp_path, monkeypatch, level="rlimits"),
+        serve_fake_openai(Behaviour(answer=answer_by_model)) as server,
+    ):
+        strict = evaluation_run(tmp_path, server.base_url, **lcb_only)
+        with pytest.raises(StageError, match=r"sandbox\.minimumIsolation: .*only the rlimits level"):
+            evaluate.run(strict, RunPaths(tmp_path, "ev"))
+        assert server.traffic.requests == 0
+        allowed = strict.model_copy(
+            update={
+                "spec": strict.spec.model_copy(update={"sandbox": SandboxSpec(minimum_isolation="rlimits")})
+            }
+        )
+        summary = evaluate.run(allowed, RunPaths(tmp_path, "ev"))
+    assert summary.metrics["sandboxIsolation"] == "rlimits"
+    assert summary.metrics["results"]["student"]["livecodebench"]["score"] == 100.0

@@ -1,12 +1,10 @@
 """The checker and the pod's sandbox container, as two real processes on one socket (the cluster test of
-the same pair is in tests/integration/test_operator.py)."""
+the same pair is in tests/integration/test_e2e_demo.py)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,10 @@ from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.filter import sandbox_channel
 from reasoning_pipeline.filter.code import WORKER_TAKEN_DOWN, CodeChecker, CodeTests
 from reasoning_pipeline.filter.sandbox import IsolationLevel, SandboxError
-from reasoning_pipeline.filter.sandbox_channel import CHANNEL_VARIABLE, SandboxHost
+from reasoning_pipeline.filter.sandbox_channel import SandboxHost
 from reasoning_pipeline.spec import CodeCheck
+
+from tests.support.sandbox_host import sandbox_host
 
 ECHO = "print(int(input()) * 2)"
 WRONG = "print(int(input()) * 3)"
@@ -31,27 +31,12 @@ os.kill(parent(parent(os.getpid())), signal.SIGKILL)
 TESTS = CodeTests(inputs=["2\n"], outputs=["4\n"])
 
 
-def start_host(path: Path, level: str | None) -> subprocess.Popen[bytes]:
-    environment = {k: v for k, v in os.environ.items() if k != CHANNEL_VARIABLE}
-    if level:
-        environment["REASONING_SANDBOX_ISOLATION"] = level
-    return subprocess.Popen(
-        [sys.executable, "-m", "reasoning_pipeline.filter.sandbox_channel", str(path)], env=environment
-    )
-
-
 @pytest.fixture
 def host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[subprocess.Popen[bytes]]:
-    path = tmp_path / "checker.sock"
-    process = start_host(path, getattr(request, "param", None))
-    monkeypatch.setenv(CHANNEL_VARIABLE, str(path))
-    monkeypatch.setattr(sandbox_channel, "_shared", None)
-    yield process
-    process.kill()
-    process.wait()
-    sandbox_channel._shared = None
+    with sandbox_host(tmp_path, monkeypatch, getattr(request, "param", None)) as process:
+        yield process
 
 
 def test_programs_run_in_the_host_and_nothing_else_can_connect(

@@ -96,7 +96,11 @@ def _run_wide_children(run: RunRef, observed: Observed) -> list[Manifest]:
 def _stage_entry(stage: Stage, previous: Mapping[str, Any], attempts: Sequence[Attempt]) -> dict[str, Any]:
     """A stage's status from its attempts; what was recorded earlier fills what the children no longer
     show (a summary read before an operator restart, the first start time)."""
-    entry: dict[str, Any] = {"name": stage.value, **{k: v for k, v in previous.items() if k != "name"}}
+    # what held the stage back is said anew on every pass (by `_current_stage`), never carried over
+    entry: dict[str, Any] = {
+        "name": stage.value,
+        **{k: v for k, v in previous.items() if k not in ("name", "waiting")},
+    }
     if not attempts:
         entry.setdefault("phase", "Pending")
         entry.setdefault("attempts", 0)
@@ -270,7 +274,14 @@ def _current_stage(
     stray = [r for r in servers if (r.kind, r.name) not in wanted_servers]
     create += _missing(server_manifests, observed)
     message = f"stage {stage.value}: attempt {latest.number} of {section.max_attempts}"
-    return StageStep(Verdict("Running", "StageRunning", message), create=create, delete=stray)
+    trouble = observed.trouble.get(stage)
+    if trouble is None:
+        return StageStep(Verdict("Running", "StageRunning", message), create=create, delete=stray)
+    # the stage runs on paper only: say what holds it, under a reason a user can search for
+    entry["waiting"] = {"reason": trouble.reason, "message": trouble.message}
+    entry["message"] = f"attempt {latest.number} waiting: {trouble.message}"
+    verdict = Verdict("Running", trouble.reason, f"{message}: {trouble.message}")
+    return StageStep(verdict, create=create, delete=stray)
 
 
 def invalid(previous: Mapping[str, Any], message: str, *, generation: int, now: str) -> dict[str, Any]:

@@ -55,8 +55,18 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Trouble:
+    """Why a running stage makes no progress, as a condition reason a user can search for and what to do."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Observed:
     attempts: Mapping[Stage, tuple[Attempt, ...]] = field(default_factory=dict)  # oldest first
+    # of the stages whose latest attempt runs: what holds its pods or its servers' pods back
+    trouble: Mapping[Stage, Trouble] = field(default_factory=dict)
     servers: Mapping[Stage, tuple[ChildRef, ...]] = field(default_factory=dict)
     # seconds each pod has held GPUs so far, by pod name, with its stage (finished pods: their whole run)
     pod_gpu_seconds: Mapping[str, tuple[Stage, float]] = field(default_factory=dict)
@@ -236,6 +246,67 @@ def _refusal(pods: list[Mapping[str, Any]]) -> str | None:
     return None
 
 
+_IMAGE_TROUBLE = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+
+def _last_exit(container: Mapping[str, Any]) -> str:
+    terminated = (container.get("lastState") or {}).get("terminated") or {}
+    if not terminated:
+        return "no exit recorded yet"
+    text = f"{terminated.get('reason') or 'Error'}, exit code {terminated.get('exitCode')}"
+    message = (terminated.get("message") or "").strip().splitlines()
+    return f"{text}: {message[-1][-300:]}" if message else text
+
+
+def pod_trouble(pod: Mapping[str, Any]) -> Trouble | None:
+    """What keeps a pod from running, as the scheduler or the kubelet says it and never ends by itself
+    telling: unschedulable, an image that cannot be had, a container crashing in a loop, a lost node."""
+    name = (pod.get("metadata") or {}).get("name")
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            said = str(condition.get("message") or "").strip()
+            hint = (
+                "the storage claim is not bound: check storage.storageClassName and storage.accessMode "
+                "(a class that cannot provide it leaves the claim Pending)"
+                if "PersistentVolumeClaim" in said
+                else "no node of its pool has room or matches: check the pool's nodeSelector, tolerations "
+                "and the stage's resources, or wait for capacity"
+            )
+            return Trouble("Unschedulable", f"pod {name} cannot be scheduled: {said} ({hint})")
+    if status.get("reason") == "NodeLost" or status.get("phase") == "Unknown":
+        return Trouble(
+            "NodeLost", f"pod {name} is on a node that stopped reporting ({status.get('message')})"
+        )
+    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    for container in statuses:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        said = str(waiting.get("message") or "").strip()
+        if reason in _IMAGE_TROUBLE:
+            return Trouble(
+                "ImagePullBackOff",
+                f"pod {name}: container {container.get('name')} cannot get its image "
+                f"{container.get('image')} ({reason}: {said[-300:]}); check spec.images and the registry's "
+                "credentials",
+            )
+        if reason == "CrashLoopBackOff":
+            return Trouble(
+                "CrashLoopBackOff",
+                f"pod {name}: container {container.get('name')} keeps crashing "
+                f"({container.get('restartCount', 0)} restarts; last: {_last_exit(container)})",
+            )
+    return None
+
+
+def _trouble(pods: Iterable[Mapping[str, Any]]) -> Trouble | None:
+    return next((found for found in map(pod_trouble, pods) if found is not None), None)
+
+
 def _attempt(
     stage: Stage, number: int, workload: Mapping[str, Any], pods: list[Mapping[str, Any]]
 ) -> Attempt:
@@ -335,6 +406,7 @@ def observe(
     workloads: dict[tuple[Stage, int], Mapping[str, Any]] = {}
     pods: dict[tuple[Stage, int], list[Mapping[str, Any]]] = defaultdict(list)
     servers: dict[Stage, list[ChildRef]] = defaultdict(list)
+    server_pods: dict[Stage, list[Mapping[str, Any]]] = defaultdict(list)
     pod_gpu_seconds: dict[str, tuple[Stage, float]] = {}
     names: set[tuple[str, str]] = set()
     for body in children:
@@ -350,6 +422,8 @@ def observe(
         elif kind == "Pod":
             if number is not None:
                 pods[(stage, number)].append(body)
+            elif role in SERVER_ROLES:
+                server_pods[stage].append(body)
             seconds = _gpu_seconds(body, gpu_resources, now)
             if seconds:
                 pod_gpu_seconds[body["metadata"]["name"]] = (stage, seconds)
@@ -358,8 +432,16 @@ def observe(
     attempts: dict[Stage, list[Attempt]] = defaultdict(list)
     for (stage, number), workload in sorted(workloads.items(), key=lambda item: item[0][1]):
         attempts[stage].append(_attempt(stage, number, workload, pods.get((stage, number), [])))
+    trouble: dict[Stage, Trouble] = {}
+    for stage, found in attempts.items():
+        latest = found[-1]
+        if latest.phase == "Running" and not latest.suspended:
+            held = _trouble([*pods.get((stage, latest.number), []), *server_pods.get(stage, [])])
+            if held is not None:
+                trouble[stage] = held
     return Observed(
         attempts={stage: tuple(found) for stage, found in attempts.items()},
+        trouble=trouble,
         servers={
             stage: tuple(sorted(found, key=lambda r: (r.kind, r.name))) for stage, found in servers.items()
         },

@@ -101,6 +101,9 @@ def stage_events(previous: Sequence[Mapping[str, Any]], current: Sequence[Mappin
     for stage in current:
         name, phase, attempts = stage.get("name"), stage.get("phase"), stage.get("attempts", 0)
         old = before.get(name) or {}
+        waiting = stage.get("waiting") or {}
+        if waiting and waiting.get("reason") != (old.get("waiting") or {}).get("reason"):
+            events.append(Event("Warning", str(waiting["reason"]), f"stage {name}: {waiting['message']}"))
         if phase == old.get("phase") and attempts == old.get("attempts", 0):
             continue
         if phase == "Running" and attempts > 1 and attempts != old.get("attempts", 0):

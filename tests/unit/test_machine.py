@@ -572,3 +572,120 @@ def test_a_missing_secret_or_key_fails_the_stage_naming_the_field(kubelet_says: 
         f"{kubelet_says})"
     )
     assert plan.status["phase"] == "Failed"
+
+
+# ------------------------------------------------------------------ what holds a running stage back
+def pending_pod(cluster: Cluster, stage: Stage, status: dict[str, Any], *, server: bool = False) -> str:
+    """A pod of the stage's running attempt (or of its server) as the scheduler or kubelet leaves it."""
+    if server:
+        deployment = next(b for b in cluster.objects.values() if b["kind"] == "Deployment")
+        template = deployment["spec"]["template"]
+        name = f"{deployment['metadata']['name']}-abc12"
+    else:
+        template = cluster.workload(stage, 1)["spec"]["template"]
+        name = f"{stage.value}-pod"
+    cluster.objects[("Pod", name)] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": dict(template["metadata"]["labels"])},
+        "spec": template["spec"],
+        "status": status,
+    }
+    return name
+
+
+def unscheduled(message: str) -> dict[str, Any]:
+    condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    return {"phase": "Pending", "conditions": [condition]}
+
+
+def waiting_container(reason: str, message: str = "", **more: Any) -> dict[str, Any]:
+    waiting = {"reason": reason, "message": message}
+    state = {"name": "stage", "image": "ghcr.io/x/pipeline:0.1.0", "state": {"waiting": waiting}}
+    return {"phase": "Pending", "containerStatuses": [{**state, **more}]}
+
+
+NO_ROOM = "0/4 nodes are available: 2 Insufficient cpu, 2 node(s) had untolerated taint {nvidia.com/gpu: }."
+UNBOUND = "0/4 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: ..."
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "says"),
+    [
+        (unscheduled(NO_ROOM), "Unschedulable", f"cannot be scheduled: {NO_ROOM} (no node of its pool"),
+        (unscheduled(UNBOUND), "Unschedulable", "the storage claim is not bound: check storage."),
+        (
+            waiting_container("ImagePullBackOff", 'Back-off pulling image "ghcr.io/x/pipeline:0.1.0"'),
+            "ImagePullBackOff",
+            "cannot get its image ghcr.io/x/pipeline:0.1.0 (ImagePullBackOff: Back-off pulling",
+        ),
+        (
+            waiting_container(
+                "CrashLoopBackOff",
+                "back-off 5m0s restarting failed container",
+                restartCount=6,
+                lastState={"terminated": {"exitCode": 1, "reason": "Error", "message": "x\nImportError: y"}},
+            ),
+            "CrashLoopBackOff",
+            "keeps crashing (6 restarts; last: Error, exit code 1: ImportError: y)",
+        ),
+        ({"phase": "Unknown", "reason": "NodeLost", "message": "Node n1 is unreachable"}, "NodeLost", "n1"),
+    ],
+    ids=["no-room", "unbound-claim", "image", "crash-loop", "node-lost"],
+)
+def test_what_holds_a_running_stage_back_is_its_message_its_condition_reason_and_one_event(
+    status: dict[str, Any], reason: str, says: str
+) -> None:
+    cluster = Cluster(run_of())
+    cluster.step()
+    pending_pod(cluster, Stage.DATA, status)
+    plan = cluster.step()
+    data = plan.status["stages"][0]
+    assert data["phase"] == "Running"
+    assert data["waiting"]["reason"] == reason
+    assert says in data["waiting"]["message"]
+    assert data["message"].startswith("attempt 1 waiting: pod data-pod")
+    assert plan.status["phase"] == "Running"
+    assert says in plan.status["message"]
+    assert conditions_of(plan.status)["Ready"]["reason"] == reason
+    assert conditions_of(plan.status)["Reconciling"]["reason"] == reason
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", reason)]
+    assert says in plan.events[0].message
+    assert cluster.step().events == (), "said once, not on every pass"
+    # the kubelet gets it going: the stage reads as running again
+    pending_pod(cluster, Stage.DATA, {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]})
+    plan = cluster.step()
+    assert "waiting" not in plan.status["stages"][0]
+    assert plan.status["stages"][0]["message"] == "attempt 1 running"
+    assert conditions_of(plan.status)["Ready"]["reason"] == "StageRunning"
+
+
+def test_a_teacher_that_keeps_crashing_is_seen_while_the_driver_waits_for_it() -> None:
+    cluster = Cluster(run_of())
+    cluster.step()
+    cluster.finish(Stage.DATA, 1)
+    cluster.step()  # generate: the teacher's Deployment and Service, and the driver
+    crash = waiting_container(
+        "CrashLoopBackOff",
+        lastState={"terminated": {"exitCode": 1, "reason": "Error", "message": "ValueError: bad model"}},
+        restartCount=3,
+    )
+    name = pending_pod(cluster, Stage.GENERATE, crash, server=True)
+    plan = cluster.step()
+    generate = plan.status["stages"][1]
+    assert generate["waiting"]["reason"] == "CrashLoopBackOff"
+    assert f"pod {name}: container stage keeps crashing" in generate["waiting"]["message"]
+    assert "ValueError: bad model" in plan.status["message"]
+
+
+def test_a_suspended_attempt_is_not_reported_as_held_back() -> None:
+    """A suspended Job's pods are gone or going: what the scheduler said of them no longer matters."""
+    cluster = Cluster(run_of())
+    cluster.step()
+    cluster.run = run_of(suspend=True)
+    cluster.step()  # the Job is suspended
+    assert cluster.workload(Stage.DATA, 1)["spec"]["suspend"] is True
+    pending_pod(cluster, Stage.DATA, unscheduled(NO_ROOM))
+    plan = cluster.step()
+    assert "waiting" not in plan.status["stages"][0]
+    assert plan.events == ()

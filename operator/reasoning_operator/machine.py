@@ -242,7 +242,9 @@ def _current_stage(
         given_up = (latest.workload,) if latest.abandoned else ()
         return StageStep(Verdict("Failed", "StageFailed", message), delete=(*servers, *given_up))
     if latest is None or latest.phase == "Failed":
-        number = latest.number + 1 if latest else 1
+        # with no attempt left to see (a TTL or a person deleted the Jobs) the status's count goes on:
+        # the attempt it names is made again under its own name, never attempt 1 of a fresh count
+        number = latest.number + 1 if latest else max(int(entry.get("attempts", 0)), 1)
         if spec.suspend:
             entry["phase"] = "Pending"
             message = f"suspended before attempt {number} of {stage.value}"

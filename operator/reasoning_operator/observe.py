@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from reasoning_pipeline.spec import Stage
+from reasoning_pipeline.spec import Stage, wire_section
 from reasoning_pipeline.summary import Failure
 
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_ROLE, LABEL_RUN_UID, LABEL_STAGE, Role
@@ -307,6 +307,11 @@ def _trouble(pods: Iterable[Mapping[str, Any]]) -> Trouble | None:
     return next((found for found in map(pod_trouble, pods) if found is not None), None)
 
 
+def _past_deadline(failed: Mapping[str, Any]) -> bool:
+    """A Job's (reason DeadlineExceeded) or the training operator's (its message says so) verdict."""
+    return failed.get("reason") == "DeadlineExceeded" or "deadline" in str(failed.get("message", "")).lower()
+
+
 def _attempt(
     stage: Stage, number: int, workload: Mapping[str, Any], pods: list[Mapping[str, Any]]
 ) -> Attempt:
@@ -347,7 +352,16 @@ def _attempt(
         message = str(summary.get("message") or "")
         return replace(running, phase="Succeeded", message=message, finished_at=finished_at)
     failure: Failure = "Transient"
-    if summary is not None and summary["phase"] == "Failed" and summary.get("message"):
+    if failed is not None and _past_deadline(failed):
+        # the controller killed the pods: whatever they said last, the deadline is why
+        deadline = spec.get("activeDeadlineSeconds") or (spec.get("runPolicy") or {}).get(
+            "activeDeadlineSeconds"
+        )
+        message = (
+            f"the attempt ran past its deadline of {deadline} s ({wire_section(stage)}.deadlineSeconds); "
+            "the next one resumes from what it kept"
+        )
+    elif summary is not None and summary["phase"] == "Failed" and summary.get("message"):
         message = str(summary["message"])
         failure = "Permanent" if summary.get("failure") == "Permanent" else "Transient"
     elif done is not None:

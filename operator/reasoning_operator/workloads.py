@@ -396,6 +396,7 @@ def stage_job(
         "metadata": _metadata(run, child_name(run.name, stage, attempt=attempt), labels),
         "spec": {
             "backoffLimit": 0,
+            "activeDeadlineSeconds": run.spec.section(stage).deadline_seconds,
             "template": _pod_template(
                 labels,
                 run,
@@ -631,7 +632,10 @@ def pytorch_job(run: RunRef, attempt: int) -> Manifest:
             # the run then read "…has reached the specified backoff limit". cleanPodPolicy Running: once
             # the job ends, pods still running (a master waiting on a dead worker) go and free their GPUs,
             # finished pods stay for their termination messages and go with the job.
-            "runPolicy": {"cleanPodPolicy": "Running"},
+            "runPolicy": {
+                "cleanPodPolicy": "Running",
+                "activeDeadlineSeconds": run.spec.training.deadline_seconds,
+            },
             # declared, so that the controller's WORLD_SIZE counts processes and PET_NPROC_PER_NODE agrees
             # with the --nproc_per_node torchrun is given
             "nprocPerNode": str(training.processes_on_each_node),

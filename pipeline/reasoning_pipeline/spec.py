@@ -172,8 +172,24 @@ class Resources(SpecModel):
     memory: Quantity = Field(default="8Gi", description="Memory request (and limit) of the stage container.")
 
 
+DEADLINE_CEILING = 30 * 24 * 3600
+
+
+def _deadline(hours: int) -> Any:
+    """A stage's deadline field, defaulting to `hours`: well past what the full recipe takes on its pools,
+    so that it catches what hangs, not what is slow."""
+    return Field(
+        default=hours * 3600,
+        ge=60,
+        le=DEADLINE_CEILING,
+        description="Seconds an attempt's Job (or PyTorchJob) may run, pending time included; past it the "
+        "attempt fails and the next one resumes from what it kept.",
+    )
+
+
 class StageCommon(SpecModel):
     enabled: bool = Field(default=True, description="Run this stage; when false it is skipped.")
+    deadline_seconds: int = _deadline(24)
     max_attempts: int = Field(
         default=3, ge=1, le=20, description="Failed children are retried until this many attempts."
     )
@@ -286,6 +302,7 @@ def default_sources() -> list[DataSource]:
 
 
 class DataSpec(StageCommon):
+    deadline_seconds: int = _deadline(2)
     sources: list[DataSource] = Field(default_factory=default_sources, description="Prompt sets to mix.")
     seed: int = Field(default=42, description="Seed of the deterministic shuffle before limits apply.")
     deduplicate: bool = Field(
@@ -355,6 +372,7 @@ class ServedModel(SpecModel):
 
 
 class GenerationSpec(StageCommon):
+    deadline_seconds: int = _deadline(72)
     teacher: ServedModel = Field(
         default_factory=lambda: ServedModel(model="Qwen/QwQ-32B-Preview"), description="The teacher model."
     )
@@ -442,6 +460,7 @@ class FilterSpec(StageCommon):
 
 # ------------------------------------------------------------------------------------------- format
 class FormatSpec(StageCommon):
+    deadline_seconds: int = _deadline(4)
     system_prompt: str = Field(default=STILL2_SYSTEM_PROMPT, description="System prompt of every sample.")
     tokenizer: Text | None = Field(
         default=None, description="Tokenizer counting tokens; the training base model's when empty."
@@ -466,6 +485,7 @@ class DeepSpeedSpec(SpecModel):
 
 
 class TrainingSpec(StageCommon):
+    deadline_seconds: int = _deadline(96)
     base_model: Text = Field(default="Qwen/Qwen2.5-32B-Instruct", description="Student model to fine-tune.")
     revision: Text | None = Field(default=None, description="Model revision to pin.")
     node_pool: KubeName = Field(default="h100", description="Node pool the PyTorchJob runs on.")
@@ -791,7 +811,7 @@ class ReasoningRunSpec(SpecModel):
             if self.section(stage).enabled and not self.section(previous).enabled and not input_path:
                 raise ValueError(
                     f"{stage.value} is enabled but {previous.value} is disabled: give "
-                    f"{_wire_section(stage)}.inputPath or enable {previous.value}"
+                    f"{wire_section(stage)}.inputPath or enable {previous.value}"
                 )
         return self
 
@@ -831,7 +851,8 @@ class ReasoningRunSpec(SpecModel):
         return self
 
 
-def _wire_section(stage: Stage) -> str:
+def wire_section(stage: Stage) -> str:
+    """The spec section a stage reads, as the resource spells it (`generation` for generate)."""
     return {Stage.GENERATE: "generation", Stage.TRAIN: "training", Stage.EVALUATE: "evaluation"}.get(
         stage, stage.value
     )

@@ -364,6 +364,13 @@ REFUSED_BEFORE_RUN_TIME = [
         with_change("data.sources.0.subsets", ["amc-aime"]),
         "subsets of a numina source are among: amc_aime",
     ),
+    # deadlines that end an attempt before it starts, or never
+    ("deadline-of-a-second", with_change("training.deadlineSeconds", 1), "spec.training.deadlineSeconds"),
+    (
+        "deadline-of-a-year",
+        with_change("generation.deadlineSeconds", 365 * 86400),
+        "spec.generation.deadlineSeconds",
+    ),
     # a sandbox that cannot be had: a profile outside the kubelet's folder, a level the profile refuses
     (
         "seccomp-profile-climbing-out",

@@ -597,7 +597,7 @@ def test_sky_t1_trains_on_one_master_with_eight_gpus_and_no_worker() -> None:
     assert job["metadata"]["name"] == f"{SKY_T1}-train-1"
     assert job["metadata"]["labels"][LABEL_ROLE] == "trainer"
     # no backoffLimit: training operator v1.8.1 would delete the failed pod, and the reason with it
-    assert job["spec"]["runPolicy"] == {"cleanPodPolicy": "Running"}
+    assert job["spec"]["runPolicy"] == {"cleanPodPolicy": "Running", "activeDeadlineSeconds": 96 * 3600}
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert set(replicas) == {"Master"}
     master = replicas["Master"]
@@ -637,6 +637,17 @@ def test_zero_3_with_cpu_offload_reaches_the_train_program() -> None:
     (job,) = stages.children(make_run(SKY_T1), Stage.TRAIN, 1)
     volumes = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["volumes"]
     assert {"name": "config", "configMap": {"name": f"{SKY_T1}-config"}} in volumes
+
+
+def test_every_attempt_carries_its_stages_deadline() -> None:
+    run = make_run(SKY_T1)
+    for stage in enabled_stages(run):
+        for child in stages.driver_children(run, stage, 1):
+            if child["kind"] == "Job":
+                assert child["spec"]["activeDeadlineSeconds"] == run.spec.section(stage).deadline_seconds
+            elif child["kind"] == "PyTorchJob":
+                deadline = child["spec"]["runPolicy"]["activeDeadlineSeconds"]
+                assert deadline == run.spec.training.deadline_seconds == 96 * 3600
 
 
 def test_several_nodes_train_as_one_master_and_workers() -> None:

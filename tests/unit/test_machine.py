@@ -689,3 +689,46 @@ def test_a_suspended_attempt_is_not_reported_as_held_back() -> None:
     plan = cluster.step()
     assert "waiting" not in plan.status["stages"][0]
     assert plan.events == ()
+
+
+def test_attempts_deleted_by_a_cleanup_do_not_reset_the_count() -> None:
+    """Attempt 2 runs; a TTL controller or a person deletes every Job of the stage. The count is in the
+    status: the operator makes attempt 2 again under its name, not attempt 1, and gives up at maxAttempts."""
+    cluster = Cluster(run_of(data={"maxAttempts": 2}))
+    cluster.step()
+    cluster.finish(Stage.DATA, 1, ok=False)
+    cluster.step(now="2026-12-02T11:00:00Z")  # after the backoff: attempt 2
+    second = cluster.workload(Stage.DATA, 2)["metadata"]["name"]
+    for key in [k for k in cluster.objects if k[0] in ("Job", "Pod")]:
+        del cluster.objects[key]
+    plan = cluster.step(now="2026-12-02T11:01:00Z")
+    assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Job"] == [second]
+    assert plan.status["stages"][0]["attempts"] == 2
+    cluster.finish(Stage.DATA, 2, ok=False)
+    plan = cluster.step(now="2026-12-02T12:00:00Z")
+    assert plan.status["phase"] == "Failed"
+    assert plan.status["stages"][0]["attempts"] == 2
+
+
+def test_an_attempt_past_its_deadline_says_which_field_and_the_next_one_resumes() -> None:
+    cluster = Cluster(run_of())
+    cluster.step()
+    job = cluster.workload(Stage.DATA, 1)
+    assert job["spec"]["activeDeadlineSeconds"] == 2 * 3600  # data's default
+    cluster.end_pod(Stage.DATA, 1, ok=False, message="")
+    cluster.end_workload(
+        Stage.DATA,
+        1,
+        ok=False,
+        reason="DeadlineExceeded",
+        message="Job was active longer than specified deadline",
+    )
+    plan = cluster.step()  # the pod ended long before now: no backoff left to wait
+    data = plan.status["stages"][0]
+    assert data["message"] == (
+        "attempt 2 starting after attempt 1 failed: the attempt ran past its deadline of 7200 s "
+        "(data.deadlineSeconds); the next one resumes from what it kept"
+    )
+    assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Job"] == [
+        cluster.workload(Stage.DATA, 2)["metadata"]["name"]
+    ]

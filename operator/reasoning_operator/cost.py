@@ -1,4 +1,5 @@
-"""What a run has cost so far: GPU-hours from its pods' run time, priced by their node pool, and tokens.
+"""What a run has cost so far: GPU-hours from its pods' run time, priced by their node pool, and the API's
+tokens at the rewrite model's price.
 
 Pods come and go (servers are deleted when their stage ends), so every pod's GPU-seconds are kept in
 status by name and only ever grow: the sum survives the pods and operator restarts alike.
@@ -58,11 +59,29 @@ def run_cost(
         for p in pods.values()
         if p.get("stage") in {stage.value for stage in Stage}
     )
+    # the paid API's tokens (the rewrite's); the teacher's are paid for in GPU-hours
+    prompt = _metric(entries, Stage.REWRITE, "apiPromptTokens")
+    completion = _metric(entries, Stage.REWRITE, "apiCompletionTokens")
+    price = spec.rewrite.price
+    api_usd = 0.0
+    if not spec.rewrite.stand_in:
+        api_usd = (
+            prompt * price.prompt_usd_per_million + completion * price.completion_usd_per_million
+        ) / 1e6
     return {
         "gpuHours": f"{gpu_seconds / 3600:.2f}",
-        "estimatedUSD": f"{usd:.2f}",
-        # the paid API's tokens (the rewrite); the teacher's tokens are paid for in GPU-hours
-        "apiTokens": _metric(entries, Stage.REWRITE, "apiPromptTokens", "apiCompletionTokens"),
+        "gpuUSD": f"{usd:.2f}",
+        "apiUSD": f"{api_usd:.2f}",
+        "spentUSD": f"{usd + api_usd:.2f}",
+        "apiTokens": prompt + completion,
         "teacherTokens": _metric(entries, Stage.GENERATE, "promptTokens", "completionTokens"),
         "pods": pods,
     }
+
+
+def spent_usd(cost: Mapping[str, Any]) -> float:
+    return float(cost.get("spentUSD") or 0)
+
+
+def over_budget(spec: ReasoningRunSpec, cost: Mapping[str, Any]) -> bool:
+    return spec.budget_usd is not None and spent_usd(cost) >= spec.budget_usd

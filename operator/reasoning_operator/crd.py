@@ -422,7 +422,8 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.progress",
         "description": "stages done/enabled",
     },
-    {"name": "Cost", "type": "string", "jsonPath": ".status.cost.estimatedUSD", "description": "USD so far"},
+    {"name": "Spent", "type": "string", "jsonPath": ".status.cost.spentUSD", "description": "USD so far"},
+    {"name": "Budget", "type": "number", "jsonPath": ".spec.budgetUsd", "description": "USD at most"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -234,7 +234,7 @@ def follow(
             line = stage_line(stage)
             if seen.get(stage.get("name")) != line and stage.get("phase") not in (None, "Pending", "Skipped"):
                 seen[stage.get("name")] = line
-                cost = (status.get("cost") or {}).get("estimatedUSD", "0")
+                cost = (status.get("cost") or {}).get("spentUSD", "0")
                 print(
                     f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {status.get('progress', '')} {line}"
                     f"  (cost ${cost})",
@@ -285,7 +285,10 @@ def report(status: Mapping[str, Any]) -> list[str]:
         lines.append(f"evaluate: {benchmark}: the student scores {before} before fine-tuning, {after} after")
     cost = status.get("cost") or {}
     if cost:
-        lines.append(f"cost:     ${cost.get('estimatedUSD', '0')} ({cost.get('gpuHours', '0')} GPU-hours)")
+        lines.append(
+            f"cost:     ${cost.get('spentUSD', '0')} ({cost.get('gpuHours', '0')} GPU-hours, "
+            f"${cost.get('apiUSD', '0')} of API calls)"
+        )
     return lines
 
 

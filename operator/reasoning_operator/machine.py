@@ -23,7 +23,7 @@ from typing import Any
 from reasoning_pipeline.spec import STAGE_ORDER, Stage
 
 from reasoning_operator import stages
-from reasoning_operator.cost import run_cost
+from reasoning_operator.cost import over_budget, run_cost, spent_usd
 from reasoning_operator.naming import config_map_name, storage_claim_name
 from reasoning_operator.observe import Attempt, ChildRef, Observed, parse_time, ref_of, timestamp
 from reasoning_operator.run import RunRef
@@ -147,6 +147,8 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
     entries: list[dict[str, Any]] = []
     verdict: Verdict | None = None
     wake_at: str | None = None
+    # a run over its budget is held as a suspended one is (decided on what was spent by the last pass)
+    held = spec.suspend or over_budget(spec, previous.get("cost") or {})
 
     for stage in STAGE_ORDER:
         if not spec.section(stage).enabled:
@@ -160,18 +162,26 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
         if entry["phase"] == "Succeeded" or verdict is not None:
             delete.extend(observed.servers.get(stage, ()) if entry["phase"] == "Succeeded" else ())
             continue
-        step = _current_stage(run, stage, entry, attempts, observed, now=now)
+        step = _current_stage(run, stage, entry, attempts, observed, now=now, held=held)
         verdict, wake_at = step.verdict, step.wake_at
         create.extend(step.create)
         delete.extend(step.delete)
         latest = attempts[-1] if attempts else None
-        if latest is not None and latest.phase == "Running" and latest.suspended != spec.suspend:
-            suspend.append((latest.workload, spec.suspend))
+        if latest is not None and latest.phase == "Running" and latest.suspended != held:
+            suspend.append((latest.workload, held))
 
     if verdict is None:
         enabled = [e for e in entries if e["phase"] != "Skipped"]
         verdict = Verdict("Succeeded", "Succeeded", f"all {len(enabled)} stages succeeded")
-    if verdict.phase not in TERMINAL and not spec.suspend:
+    if held and not spec.suspend and verdict.phase == "Suspended":
+        spent = spent_usd(previous.get("cost") or {})
+        verdict = Verdict(
+            "Suspended",
+            "BudgetExceeded",
+            f"spent ${spent:.2f} of its ${spec.budget_usd:.2f} budget (spec.budgetUsd): suspended; raise "
+            "budgetUsd to go on",
+        )
+    if verdict.phase not in TERMINAL and not held:
         create[:0] = _run_wide_children(run, observed)
 
     done = sum(1 for e in entries if e["phase"] == "Succeeded")
@@ -225,6 +235,7 @@ def _current_stage(
     observed: Observed,
     *,
     now: str,
+    held: bool,
 ) -> StageStep:
     """The first stage not yet succeeded: start, retry, keep, suspend or give up on its driver."""
     spec = run.spec
@@ -245,7 +256,7 @@ def _current_stage(
         # with no attempt left to see (a TTL or a person deleted the Jobs) the status's count goes on:
         # the attempt it names is made again under its own name, never attempt 1 of a fresh count
         number = latest.number + 1 if latest else max(int(entry.get("attempts", 0)), 1)
-        if spec.suspend:
+        if held:
             entry["phase"] = "Pending"
             message = f"suspended before attempt {number} of {stage.value}"
             return StageStep(Verdict("Suspended", "Suspended", message), delete=servers)
@@ -268,7 +279,7 @@ def _current_stage(
         return StageStep(verdict, create=_missing(wanted, observed))
     # the latest attempt is running (or suspended): keep what it needs, servers only while not suspended
     create = _missing(stages.driver_children(run, stage, latest.number), observed)
-    if spec.suspend:
+    if held:
         verdict = Verdict("Suspended", "Suspended", f"suspended in stage {stage.value}")
         return StageStep(verdict, create=create, delete=servers)
     server_manifests = stages.server_children(run, stage)

@@ -400,6 +400,17 @@ class GenerationSpec(StageCommon):
 
 
 # ------------------------------------------------------------------------------------------ rewrite
+class ApiPrice(SpecModel):
+    """What the API's provider charges; GPT-4o-mini's list price by default."""
+
+    prompt_usd_per_million: float = Field(
+        default=0.15, ge=0, le=1000, description="USD per million prompt (input) tokens."
+    )
+    completion_usd_per_million: float = Field(
+        default=0.60, ge=0, le=1000, description="USD per million completion (output) tokens."
+    )
+
+
 class RewriteSpec(StageCommon):
     model: Text = Field(default="gpt-4o-mini", description="Model that reformats the raw traces.")
     base_url: HttpUrl = Field(
@@ -412,6 +423,10 @@ class RewriteSpec(StageCommon):
         default=False,
         description="Rewrite with the project's rule-based stand-in server instead of an API model (tiny "
         "runs and demos: no key, no cost, not a language model).",
+    )
+    price: ApiPrice = Field(
+        default_factory=ApiPrice,
+        description="The model's price, for status.cost (nothing is charged with standIn).",
     )
     temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature of the rewrite.")
     max_tokens: int = Field(
@@ -734,6 +749,14 @@ class ReasoningRunSpec(SpecModel):
     )
     images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images.")
     hub: HubSpec = Field(default_factory=HubSpec, description="Access to the Hugging Face Hub.")
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=10_000_000,
+        description="Spend (GPU-hours by their pools' prices plus the API's tokens) past which the run is "
+        "suspended: its workloads stop, its servers go, and the Ready condition says BudgetExceeded. Raise "
+        "it to go on.",
+    )
     sandbox: SandboxSpec = Field(
         default_factory=SandboxSpec,
         description="Where filter and evaluate run model-written code: a container of their pod without the "

@@ -371,6 +371,13 @@ REFUSED_BEFORE_RUN_TIME = [
         with_change("generation.deadlineSeconds", 365 * 86400),
         "spec.generation.deadlineSeconds",
     ),
+    # money that cannot be
+    ("budget-below-zero", with_change("budgetUsd", -5), "spec.budgetUsd"),
+    (
+        "price-per-token-not-per-million",
+        with_change("rewrite.price", {"promptUsdPerMillion": 150000}),
+        "spec.rewrite.price.promptUsdPerMillion",
+    ),
     # a sandbox that cannot be had: a profile outside the kubelet's folder, a level the profile refuses
     (
         "seccomp-profile-climbing-out",

@@ -30,7 +30,8 @@ def test_schema_carries_descriptions_defaults_and_keys() -> None:
         "Phase",
         "Stage",
         "Progress",
-        "Cost",
+        "Spent",
+        "Budget",
         "Age",
     ]
     assert version["subresources"] == {"status": {}}

@@ -308,7 +308,7 @@ def test_a_whole_run_succeeds_with_results_cost_and_ready() -> None:
     assert cost["apiTokens"] == 1500
     # the trainer's pod: 8 GPUs for 30 minutes on the h100 pool at $2.96
     assert float(cost["gpuHours"]) == pytest.approx(4.0)
-    assert float(cost["estimatedUSD"]) == pytest.approx(4.0 * 2.96, abs=0.01)
+    assert float(cost["spentUSD"]) == pytest.approx(4.0 * 2.96, abs=0.01)
     assert not any(kind in ("Deployment", "Service") for kind, _ in cluster.objects)
 
 
@@ -732,3 +732,36 @@ def test_an_attempt_past_its_deadline_says_which_field_and_the_next_one_resumes(
     assert [m["metadata"]["name"] for m in plan.create if m["kind"] == "Job"] == [
         cluster.workload(Stage.DATA, 2)["metadata"]["name"]
     ]
+
+
+def test_api_spend_is_priced_and_a_run_over_its_budget_is_held_until_the_budget_is_raised() -> None:
+    """GPT-4o-mini's list price by default: 2 M prompt tokens at $0.15 and 1 M completion tokens at $0.60
+    per million are $0.90. The trainer's 8 GPUs for 30 minutes at $2.96 then pass a $10 budget."""
+    cluster = Cluster(run_of(budgetUsd=10))
+    cluster.step()
+    metrics = {Stage.REWRITE: {"apiPromptTokens": 2_000_000, "apiCompletionTokens": 1_000_000}}
+    for stage in (Stage.DATA, Stage.GENERATE, Stage.REWRITE, Stage.FILTER, Stage.FORMAT):
+        cluster.finish(stage, 1, message=summary(stage, metrics=metrics.get(stage, {})))
+        plan = cluster.step()
+    assert plan.status["cost"]["apiUSD"] == "0.90"
+    assert plan.status["cost"]["spentUSD"] == "0.90"
+    assert plan.status["phase"] == "Running"
+    trainer = cluster.workload(Stage.TRAIN, 1)
+    cluster.end_pod(Stage.TRAIN, 1, ok=True, finished_at="2026-12-02T09:30:00Z")
+    pod = next(b for b in cluster.objects.values() if b["kind"] == "Pod" and "train" in b["metadata"]["name"])
+    pod["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"state": {"running": {"startedAt": "2026-12-02T09:30:00Z"}}}],
+    }
+    cluster.step()  # 30 minutes of 8 GPUs: $11.84 of GPU time
+    plan = cluster.step()
+    assert float(plan.status["cost"]["spentUSD"]) == pytest.approx(0.90 + 4 * 2.96, abs=0.01)
+    assert plan.status["phase"] == "Suspended"
+    ready = conditions_of(plan.status)["Ready"]
+    assert ready["reason"] == "BudgetExceeded"
+    assert ready["message"].startswith("spent $12.74 of its $10.00 budget (spec.budgetUsd)")
+    assert trainer["spec"]["runPolicy"]["suspend"] is True
+    cluster.run = run_of(budgetUsd=100)
+    plan = cluster.step()
+    assert plan.status["phase"] == "Running"
+    assert trainer["spec"]["runPolicy"]["suspend"] is False

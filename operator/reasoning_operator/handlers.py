@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
+import threading
 from typing import Any
 
 import kopf
@@ -21,6 +23,13 @@ from reasoning_pipeline.spec import API_GROUP, API_VERSION
 from reasoning_operator import metrics
 from reasoning_operator.cache import Cache, RunKey
 from reasoning_operator.kube import Kube
+from reasoning_operator.leadership import (
+    LEASE_NAME_VARIABLE,
+    LEASE_NAMESPACE_VARIABLE,
+    LEASE_SECONDS_VARIABLE,
+    Leadership,
+    LeaseSettings,
+)
 from reasoning_operator.naming import LABEL_RUN
 from reasoning_operator.reconciler import Reconciler
 
@@ -56,6 +65,27 @@ def _reconciler() -> Reconciler:
     return _state["reconciler"]
 
 
+def _lease_settings() -> LeaseSettings | None:
+    """The Lease replicas elect their active one with (`--leader-election-namespace` sets the variables);
+    None: one replica, always active."""
+    namespace = os.environ.get(LEASE_NAMESPACE_VARIABLE)
+    if not namespace:
+        return None
+    return LeaseSettings(
+        name=os.environ.get(LEASE_NAME_VARIABLE) or "reasoning-operator",
+        namespace=namespace,
+        identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        duration_seconds=float(os.environ.get(LEASE_SECONDS_VARIABLE, "15")),
+        renew_seconds=float(os.environ.get(LEASE_SECONDS_VARIABLE, "15")) / 3,
+    )
+
+
+def _reconcile_every_run() -> None:
+    """What a replica does when it becomes the active one: every run it has watched, at once."""
+    for key in CACHE.runs():
+        _reconciler().reconcile(key)
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # stalled watches are re-established rather than trusted forever (crate-operator does the same)
@@ -64,8 +94,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = 8
     settings.posting.level = logging.WARNING
-    kube = Kube(_api_client())
-    _state["reconciler"] = Reconciler(kube, CACHE)
+    api = _api_client()
+    kube = Kube(api)
+    lease = _lease_settings()
+    if lease is None:
+        _state["reconciler"] = Reconciler(kube, CACHE)
+    else:
+        # the election's thread must go on renewing: the first passes run beside it
+        leadership = Leadership(
+            api, lease, on_elected=lambda: threading.Thread(target=_reconcile_every_run, daemon=True).start()
+        )
+        memo["leadership"] = leadership
+        _state["reconciler"] = Reconciler(kube, CACHE, leading=leadership.leading)
+        memo["election"] = asyncio.create_task(leadership.run_forever())
     if METRICS_PORT:
         metrics.serve(METRICS_PORT, CACHE, kube)
     memo["resync"] = asyncio.create_task(_resync_forever())
@@ -73,11 +114,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync")
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in ("resync", "election"):
+        task = memo.get(name)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    leadership = memo.get("leadership")
+    if isinstance(leadership, Leadership):
+        await asyncio.to_thread(leadership.release)  # the other replica takes over at once
 
 
 async def _resync_forever() -> None:

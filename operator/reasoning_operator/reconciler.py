@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,9 +43,11 @@ class Reconciler:
     """Reconciles of one run never overlap, and never pile up: a request that arrives while the run is
     being reconciled marks it for one more pass (every child event asks; one pass answers them all)."""
 
-    def __init__(self, kube: Kube, cache: Cache) -> None:
+    def __init__(self, kube: Kube, cache: Cache, leading: Callable[[], bool] = lambda: True) -> None:
         self.kube = kube
         self.cache = cache
+        # whether this replica may act (leadership.py); one that may not keeps its cache and writes nothing
+        self.leading = leading
         self._guard = threading.Lock()
         self._running: set[RunKey] = set()
         self._again: set[RunKey] = set()
@@ -72,6 +74,8 @@ class Reconciler:
                 self._again.discard(key)
 
     def _reconcile_once(self, key: RunKey) -> None:
+        if not self.leading():
+            return
         body = self.cache.run(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return

@@ -28,6 +28,7 @@ from tests.support.runs import (
     create_run,
     example,
     finish,
+    generating,
     running_pod,
     stage_summary,
     status_of,
@@ -268,17 +269,7 @@ def test_an_operator_killed_at_any_point_finishes_the_run_without_duplicates(
 ) -> None:
     namespace, run = restricted, "restarts"
     with storage_for(core, namespace, run):
-        create_run(custom, namespace, tiny_run(run))
-        complete_stage(core, namespace, run, Stage.DATA)
-        # mid-generation: the teacher is up and the driver runs
-        wait_for(
-            lambda: (
-                apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items
-            ),
-            timeout=STAGE_TIMEOUT,
-            what="the teacher",
-        )
-        pod = running_pod(core, namespace, run, Stage.GENERATE)
+        pod = generating(core, apps, custom, namespace, run)  # the teacher is up and the driver runs
         operator.kill()
         finish(core, pod, "Succeeded", stage_summary(Stage.GENERATE))  # it ends while nobody watches
         operator.start()

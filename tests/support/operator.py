@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -155,6 +156,9 @@ class OperatorProcess:
     watch: tuple[str, ...]
     log_path: Path
     resync_seconds: float = 2.0
+    # as the chart runs its replicas: one active, elected through a Lease in this namespace
+    leader_election: str | None = None
+    lease_seconds: float = 15.0
     health_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -168,6 +172,7 @@ class OperatorProcess:
             *scope,
             "--liveness",
             f"http://127.0.0.1:{self.health_port}/healthz",
+            *(["--leader-election-namespace", self.leader_election] if self.leader_election else []),
         ]
 
     def start(self) -> None:
@@ -176,6 +181,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "REASONING_METRICS_PORT": str(self.metrics_port),
             "REASONING_RESYNC_SECONDS": str(self.resync_seconds),
+            "REASONING_LEASE_SECONDS": str(self.lease_seconds),
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -190,6 +196,20 @@ class OperatorProcess:
             return httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    @property
+    def identity(self) -> str:
+        """Its name in the Lease (the host's name and its pid, as it has no pod name here)."""
+        import socket
+
+        assert self.process is not None
+        return f"{socket.gethostname()}-{self.process.pid}"
+
+    def stop(self) -> None:
+        """SIGTERM, as a rolling update or a drained node would: kopf shuts down cleanly."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
 
     def kill(self) -> None:
         """SIGKILL, as a node failure or an OOM kill would: no clean shutdown."""
@@ -209,17 +229,20 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def operator_process(api: client.ApiClient, release: Release) -> Iterator[OperatorProcess]:
+def operator_process(
+    api: client.ApiClient, release: Release, *, name: str = "operator", **settings: Any
+) -> Iterator[OperatorProcess]:
     with tempfile.TemporaryDirectory(prefix="operator-") as scratch:
         directory = Path(scratch)
         operator = OperatorProcess(
             kubeconfig=service_account_kubeconfig(api, release, directory),
             watch=release.watch_namespaces,
-            log_path=directory / "operator.log",
+            log_path=directory / f"{name}.log",
+            **settings,
         )
         operator.start()
         try:
             yield operator
         finally:
             operator.kill()
-            print(f"--- operator log (tail) ---\n{operator.log_tail()}")
+            print(f"--- {name} log (tail) ---\n{operator.log_tail()}")

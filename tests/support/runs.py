@@ -181,3 +181,17 @@ def tiny_run(name: str, **spec: Any) -> dict[str, Any]:
     document["metadata"]["name"] = name
     document["spec"].update(spec)
     return document
+
+
+def generating(
+    core: client.CoreV1Api, apps: client.AppsV1Api, custom: client.CustomObjectsApi, namespace: str, run: str
+) -> client.V1Pod:
+    """A tiny run created and taken to the middle of generation: its teacher up, its driver's pod running."""
+    create_run(custom, namespace, tiny_run(run))
+    complete_stage(core, namespace, run, Stage.DATA)
+    wait_for(
+        lambda: apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items,
+        timeout=STAGE_TIMEOUT,
+        what="the teacher",
+    )
+    return running_pod(core, namespace, run, Stage.GENERATE)

@@ -127,7 +127,7 @@ def test_helm_lint_is_clean_in_strict_mode(options: list[str]) -> None:
     ("option", "named"),
     [
         pytest.param("replicaCount=x", "replicaCount", id="wrong-type"),
-        pytest.param("replicaCount=2", "replicaCount", id="second-replica"),
+        pytest.param("replicaCount=9", "replicaCount", id="more-replicas-than-an-election-needs"),
         pytest.param("replicaCnt=1", "replicaCnt", id="unknown-top-level-key"),
         pytest.param("image.pullPolicy=Sometimes", "pullPolicy", id="not-a-pull-policy"),
         pytest.param("metrics.port=metrics", "port", id="port-not-a-number"),
@@ -156,7 +156,14 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(default_manifests: l
     assert granted == NAMESPACED_PERMISSIONS | CLUSTER_PERMISSIONS
     assert "*" not in str(role["rules"])
     assert not [key for key in granted if key[1].startswith("secrets")]
-    assert not of_kind(default_manifests, "Role")
+    # the one namespaced grant: the Lease the replicas elect their active one with, in its own namespace
+    (election,) = of_kind(default_manifests, "Role")
+    assert election["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert permissions(election) == {
+        ("coordination.k8s.io", "leases"): frozenset({"get", "create", "update"})
+    }
+    election_binding = only(default_manifests, "RoleBinding", RELEASE_NAMESPACE)
+    assert election_binding["roleRef"]["name"] == election["metadata"]["name"]
 
     binding = only(default_manifests, "ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -201,7 +208,7 @@ def test_rbac_and_service_account_can_be_brought_along() -> None:
 # ------------------------------------------------------------------------------------------- Deployment
 def test_operator_runs_the_cli_the_chart_promises(default_manifests: list[Manifest]) -> None:
     deployment = only(default_manifests, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2  # one active, one standing by
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == FULLNAME
@@ -215,9 +222,16 @@ def test_operator_runs_the_cli_the_chart_promises(default_manifests: list[Manife
         "reasoning_operator",
         "--liveness",
         "http://0.0.0.0:8080/healthz",
+        "--leader-election-namespace",
+        RELEASE_NAMESPACE,
+        "--leader-election-id",
+        FULLNAME,
         "--all-namespaces",
     ]
-    assert container["env"] == [{"name": "REASONING_METRICS_PORT", "value": "9090"}]
+    assert container["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "REASONING_METRICS_PORT", "value": "9090"},
+    ]
     assert container["ports"] == [
         {"name": "http-health", "containerPort": 8080, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
@@ -274,6 +288,7 @@ def test_values_reach_the_pod() -> None:
     assert container["image"] == "registry.local/operator:dev"
     assert "http://0.0.0.0:8181/healthz" in container["command"]
     assert container["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "REASONING_METRICS_PORT", "value": "9191"},
         {"name": "KOPF_LOG", "value": "debug"},
     ]

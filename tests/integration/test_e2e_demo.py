@@ -466,6 +466,67 @@ def finished_node(core: client.CoreV1Api) -> str:
     return name
 
 
+# ------------------------------------------------------------- failures a real node produces, seen at once
+def held_back(
+    custom: client.CustomObjectsApi, namespace: str, run: str, stage_name: str, reason: str
+) -> dict[str, Any]:
+    """The run's status once its stage says it is held back for `reason`."""
+
+    def probe() -> dict[str, Any] | None:
+        status = (
+            custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run).get("status") or {}
+        )
+        entry: dict[str, Any] = next((s for s in status.get("stages") or [] if s["name"] == stage_name), {})
+        return status if (entry.get("waiting") or {}).get("reason") == reason else None
+
+    found: dict[str, Any] = wait_for(
+        probe, timeout=300, what=f"{run}: {stage_name} held back ({reason})", interval=2
+    )
+    return found
+
+
+def side_run(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    """The demo's run under another name, on the demo run's own volume."""
+    run = demo.example_run(namespace)
+    run["metadata"]["name"] = name
+    run["spec"]["storage"] = {"claimName": f"{RUN}-storage"}
+    run["spec"].update(spec)
+    return run
+
+
+def test_an_image_the_node_cannot_have_and_a_crashing_teacher_are_seen_at_once(
+    finished: dict[str, Any],
+    demo_namespace: tuple[str, Path],
+    api: client.ApiClient,
+    custom: client.CustomObjectsApi,
+) -> None:
+    """On the real node: a pipeline image that is not there (pullPolicy Never: ErrImageNeverPull), and a
+    teacher whose image has no vLLM (its server crashes, the kubelet backs off). Each becomes the stage's
+    waiting reason and the run's Ready reason, with the kubelet's words, while the attempt still runs."""
+    namespace, _ = demo_namespace
+    images = {"pipeline": "ghcr.io/reasoning-operator/pipeline:not-built", "pullPolicy": "Never"}
+    demo.apply_run(api, side_run(namespace, "no-image", images=images))
+    status = held_back(custom, namespace, "no-image", "data", "ImagePullBackOff")
+    waiting = stage(status, "data")["waiting"]
+    assert (
+        "cannot get its image ghcr.io/reasoning-operator/pipeline:not-built (ErrImageNeverPull"
+        in waiting["message"]
+    )
+    assert next(c for c in status["conditions"] if c["type"] == "Ready")["reason"] == "ImagePullBackOff"
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "no-image")
+
+    from reasoning_pipeline.spec import ImagesSpec
+
+    # its own data stage first, then a teacher image with python and no vllm module
+    images = {"vllm": ImagesSpec().pipeline, "pullPolicy": "Never"}
+    demo.apply_run(api, side_run(namespace, "no-vllm", images=images))
+    status = held_back(custom, namespace, "no-vllm", "generate", "CrashLoopBackOff")
+    waiting = stage(status, "generate")["waiting"]
+    assert "container server keeps crashing" in waiting["message"], waiting
+    assert "No module named vllm" in waiting["message"] or "exit code 1" in waiting["message"], waiting
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "no-vllm")
+
+
 def test_deleting_the_run_removes_its_children_and_keeps_its_data(
     finished: dict[str, Any],
     demo_namespace: tuple[str, Path],

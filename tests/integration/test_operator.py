@@ -483,3 +483,55 @@ def test_a_run_created_again_under_its_name_is_a_new_run_with_children_of_its_ow
             timeout=STAGE_TIMEOUT,
             what="the second run past data",
         )
+
+
+def test_a_stage_whose_pod_cannot_be_scheduled_says_so_with_the_schedulers_words(
+    operator: OperatorProcess, core: client.CoreV1Api, custom: client.CustomObjectsApi, restricted: str
+) -> None:
+    """The real scheduler leaves the pod Pending (no node has the pool's label): the stage is held back,
+    and the run says why at once — not 'running'."""
+    namespace, run = restricted, "nowhere"
+    pools = [{"name": "cpu", "nodeSelector": {"reasoning.dev/pool": "nowhere"}}]
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, tiny_run(run, nodePools=pools))
+
+        def held() -> dict[str, Any] | None:
+            status = status_of(custom, namespace, run)
+            data = (status.get("stages") or [{}])[0]
+            return status if (data.get("waiting") or {}).get("reason") == "Unschedulable" else None
+
+        status = wait_for(held, timeout=STAGE_TIMEOUT, what="the data stage to be held back")
+        data = status["stages"][0]
+        assert status["phase"] == "Running"
+        assert "cannot be scheduled: 0/" in data["waiting"]["message"]
+        assert "node affinity/selector" in data["waiting"]["message"]
+        assert data["message"].startswith("attempt 1 waiting: pod nowhere-data-1-")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "Unschedulable"
+        (event,) = [
+            e for e in wait_for_events(core, namespace, run, {"Unschedulable"}) if e.reason == "Unschedulable"
+        ]
+        assert event.type == "Warning"
+
+
+def test_an_attempt_past_its_deadline_fails_naming_the_field_and_the_next_one_starts(
+    operator: OperatorProcess, core: client.CoreV1Api, custom: client.CustomObjectsApi, restricted: str
+) -> None:
+    """The Job controller ends the attempt at activeDeadlineSeconds (kwok's pod never finishes on its own)."""
+    namespace, run = restricted, "slow"
+    data = {**tiny_run(run)["spec"]["data"], "deadlineSeconds": 60}
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, tiny_run(run, data=data))
+        running_pod(core, namespace, run, Stage.DATA)
+
+        def retried() -> dict[str, Any] | None:
+            status = status_of(custom, namespace, run)
+            entry = status["stages"][0]
+            return status if entry.get("attempts") == 2 else None
+
+        status = wait_for(retried, timeout=60 + 60, what="attempt 2 after the deadline")
+        message = status["stages"][0]["message"]
+        assert (
+            "after attempt 1 failed: the attempt ran past its deadline of 60 s (data.deadlineSeconds)"
+            in message
+        )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from reasoning_pipeline import lineage
 from reasoning_pipeline.errors import StageError, TransientStageError
+from reasoning_pipeline.preflight import check_models
 from reasoning_pipeline.spec import ReasoningRun, SpecError, Stage, load_run
 from reasoning_pipeline.storage import RunPaths
 from reasoning_pipeline.summary import Failure, StageSummary, now, write_summary
@@ -79,6 +80,11 @@ def take_stage_dir(run: ReasoningRun, paths: RunPaths, stage: Stage) -> None:
         lineage.wait_for_claim(run, paths, stage)
 
 
+# the stages that run before the trainer asks for GPUs (generate's driver fails while its teacher still
+# loads, and takes it down with it): each checks that the model folders the spec names are there
+BEFORE_GPUS = frozenset({Stage.DATA, Stage.GENERATE, Stage.REWRITE, Stage.FILTER, Stage.FORMAT})
+
+
 def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
     try:
         run = load_run(config)
@@ -92,6 +98,8 @@ def run_stage(stage: Stage, config: str, root_override: str | None) -> int:
     paths = RunPaths(storage_root(run, root_override), run.metadata.name, run.metadata.uid)
     started_at = now()
     try:
+        if stage in BEFORE_GPUS:
+            check_models(run, paths)
         take_stage_dir(run, paths, stage)
         summary = runner(run, paths)
     except StageError as error:

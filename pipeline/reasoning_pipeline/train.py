@@ -24,6 +24,7 @@ from reasoning_pipeline.deepspeed_ops import CPU_COLLECTIVES_OP, OPTIMIZER_OP, r
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.format import chat_messages, chat_token_ids
 from reasoning_pipeline.memory import H100_80GB_BYTES, MemoryPlan, ModelShape, choose_offload
+from reasoning_pipeline.preflight import model_folder
 from reasoning_pipeline.spec import ReasoningRun, Stage, TrainingSpec
 from reasoning_pipeline.stage_input import read_stage_input
 from reasoning_pipeline.storage import RunPaths, atomic_write_json
@@ -132,12 +133,8 @@ def load_sft_rows(run: ReasoningRun, paths: RunPaths) -> list[dict[str, Any]]:
 
 
 def _model_source(spec: TrainingSpec, paths: RunPaths) -> str:
-    local = paths.resolve(spec.base_model)
-    if local.exists():
-        return str(local)
-    if spec.base_model.startswith(("/", "./", "../")) or os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise StageError(f"training.baseModel {spec.base_model!r}: no such model folder ({local})")
-    return spec.base_model  # a hub id
+    local = model_folder("training.baseModel", spec.base_model, paths)
+    return str(local) if local is not None else spec.base_model  # a hub id
 
 
 # What one checkpoint holds per parameter: 16-bit weights (2 bytes) in the model states, and the fp32

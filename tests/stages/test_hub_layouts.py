@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from reasoning_pipeline import sources
 from reasoning_pipeline.errors import StageError, TransientStageError
 
 from tests.stages.test_evaluate import answer_by_model
 from tests.support.fake_openai import Behaviour, serve_fake_openai
 from tests.support.hub_snapshots import FIXTURES, stage_hub_cache
+from tests.support.stage_process import run_stage_program
 
 ALL_STAGES = ("data", "generation", "rewrite", "filter", "format", "training", "evaluation")
 
@@ -36,13 +36,7 @@ def offline(hub_cache: Path) -> dict[str, str]:
 def run_stage(
     root: Path, name: str, spec: dict[str, Any], environment: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
-    """One stage program as its container runs it: its exit status and its summary."""
-    config = root / "run.yaml"
-    config.write_text(yaml.safe_dump({"metadata": {"name": "hub"}, "spec": spec}))
-    command = [sys.executable, "-m", "reasoning_pipeline", name, "--config", str(config), "--root", str(root)]
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-    summary: dict[str, Any] = json.loads((root / "runs" / "hub" / name / "summary.json").read_text())
-    return done.returncode, summary
+    return run_stage_program(root, "hub", name, spec, environment)
 
 
 def stage(root: Path, name: str, spec: dict[str, Any], environment: dict[str, str]) -> dict[str, Any]:

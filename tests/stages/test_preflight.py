@@ -5,34 +5,17 @@ stage for good, each missing one named by its field."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from tests.support.stage_process import run_stage_program
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
 
 
 def data_stage(root: Path, spec: dict[str, Any], environment: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    config = root / "run.yaml"
-    config.write_text(yaml.safe_dump({"metadata": {"name": "pre"}, "spec": spec}))
-    command = [
-        sys.executable,
-        "-m",
-        "reasoning_pipeline",
-        "data",
-        "--config",
-        str(config),
-        "--root",
-        str(root),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-    summary: dict[str, Any] = json.loads((root / "runs" / "pre" / "data" / "summary.json").read_text())
-    return done.returncode, summary
+    return run_stage_program(root, "pre", "data", spec, environment)
 
 
 def spec_naming(teacher: str, base_model: str, *, offline: bool = False) -> dict[str, Any]:

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from tests.support.waiting import wait_for
 
 
 def stage_command(stage: str, config: Path, root: Path) -> list[str]:
     return [sys.executable, "-m", "reasoning_pipeline", stage, "--config", str(config), "--root", str(root)]
+
+
+def run_stage_program(
+    root: Path, run: str, stage: str, spec: dict[str, Any], environment: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """One stage program as its container runs it, on a run file with `spec`: its exit status and the
+    summary it left on the storage."""
+    config = root / "run.yaml"
+    config.write_text(yaml.safe_dump({"metadata": {"name": run}, "spec": spec}))
+    done = subprocess.run(stage_command(stage, config, root), capture_output=True, text=True, env=environment)
+    summary: dict[str, Any] = json.loads((root / "runs" / run / stage / "summary.json").read_text())
+    return done.returncode, summary
 
 
 def kill_when_journaled(

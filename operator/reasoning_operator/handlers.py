@@ -71,12 +71,13 @@ def _lease_settings() -> LeaseSettings | None:
     namespace = os.environ.get(LEASE_NAMESPACE_VARIABLE)
     if not namespace:
         return None
+    duration = float(os.environ.get(LEASE_SECONDS_VARIABLE, "15"))
     return LeaseSettings(
         name=os.environ.get(LEASE_NAME_VARIABLE) or "reasoning-operator",
         namespace=namespace,
         identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-        duration_seconds=float(os.environ.get(LEASE_SECONDS_VARIABLE, "15")),
-        renew_seconds=float(os.environ.get(LEASE_SECONDS_VARIABLE, "15")) / 3,
+        duration_seconds=duration,
+        renew_seconds=duration / 3,
     )
 
 

@@ -200,6 +200,11 @@ def _reporting_pod(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return candidates[-1] if candidates else None
 
 
+def _container_statuses(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every container's status, sidecars (init containers) first."""
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
 # What the kubelet says when it cannot create a container for its configuration: it retries for ever, and
 # the pod (with the node's share it holds) never ends by itself.
 _UNCREATABLE = ("CreateContainerConfigError", "CreateContainerError")
@@ -225,7 +230,7 @@ def _refusal(pods: list[Mapping[str, Any]]) -> str | None:
     that does not exist. None while nothing says so (an image still loading, a volume still attaching)."""
     for pod in pods:
         status = pod.get("status") or {}
-        statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+        statuses = _container_statuses(status)
         for container in statuses:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") not in _UNCREATABLE:
@@ -282,7 +287,7 @@ def pod_trouble(pod: Mapping[str, Any]) -> Trouble | None:
         return Trouble(
             "NodeLost", f"pod {name} is on a node that stopped reporting ({status.get('message')})"
         )
-    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    statuses = _container_statuses(status)
     for container in statuses:
         waiting = (container.get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")

@@ -134,6 +134,21 @@ def running_pod(core: client.CoreV1Api, namespace: str, stage: str, **labels: st
     return found
 
 
+def pod_to_its_end(
+    core: client.CoreV1Api, namespace: str, pod: dict[str, Any], container: str
+) -> tuple[str, str]:
+    """A one-off pod created and waited out: its final phase and its container's log."""
+    name = pod["metadata"]["name"]
+    core.create_namespaced_pod(namespace, pod)
+
+    def ended() -> str | None:
+        phase: str | None = core.read_namespaced_pod(name, namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase: str = wait_for(ended, timeout=600, what=f"pod {name} to end", interval=2)
+    return phase, core.read_namespaced_pod_log(name, namespace, container=container)
+
+
 def lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
@@ -248,14 +263,7 @@ def test_the_trainer_image_runs_deepspeeds_host_ops_without_a_compiler(
             ],
         },
     }
-    core.create_namespaced_pod(namespace, pod)
-
-    def ended() -> str | None:
-        phase: str | None = core.read_namespaced_pod(name, namespace).status.phase
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_for(ended, timeout=600, what="the host-ops check pod", interval=2)
-    log = core.read_namespaced_pod_log(name, namespace)
+    phase, log = pod_to_its_end(core, namespace, pod, "check")
     assert phase == "Succeeded", log
     assert '"compiled": {"cpu_adam": true, "deepspeed_shm_comm": true}' in log, log
     assert "DeepSpeedCPUAdam stepped" in log, log
@@ -387,6 +395,7 @@ def hostile_programs(mount: str, api_host: str, node_ip: str) -> dict[str, tuple
 
 def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_network_nor_its_checker(
     finished: dict[str, Any],
+    real_node: str,
     demo_namespace: tuple[str, Path],
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
@@ -422,7 +431,7 @@ def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_networ
     marker = storage / "hostile-marker"
     marker.write_text("untouched")
     api_host = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
-    node_ip = core.read_node(finished_node(core)).status.addresses[0].address
+    node_ip = core.read_node(real_node).status.addresses[0].address
     programs = hostile_programs(mount, api_host, node_ip)
     spec["containers"][0]["command"] = [
         "python",
@@ -431,17 +440,8 @@ def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_networ
         json.dumps({name: list(pair) for name, pair in programs.items()}),
     ]
     name = "hostile-programs"
-    core.create_namespaced_pod(
-        namespace,
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec},
-    )
-
-    def ended() -> str | None:
-        phase: str | None = core.read_namespaced_pod(name, namespace).status.phase
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_for(ended, timeout=600, what="the hostile programs' pod", interval=2)
-    log = core.read_namespaced_pod_log(name, namespace, container=spec["containers"][0]["name"])
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
+    phase, log = pod_to_its_end(core, namespace, pod, spec["containers"][0]["name"])
     assert phase == "Succeeded", log
     report = json.loads(log.strip().splitlines()[-1])
     assert report["level"] == "user-namespace", report
@@ -458,12 +458,6 @@ def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_networ
     assert marker.read_text() == "untouched"
     assert not list(storage.rglob("pwned"))
     core.delete_namespaced_pod(name, namespace)
-
-
-def finished_node(core: client.CoreV1Api) -> str:
-    (node,) = core.list_node(label_selector="reasoning.dev/real-node=true").items
-    name: str = node.metadata.name
-    return name
 
 
 # ------------------------------------------------------------- failures a real node produces, seen at once

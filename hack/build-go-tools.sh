@@ -98,7 +98,14 @@ build_training_operator() {
     training-operator=github.com/kubeflow/training-operator/cmd/training-operator.v1
 }
 
+build_kueue() {
+  # No --version flag (-help exits 0 once it links); the version it logs at start is stamped in here, as
+  # its Makefile does: a module build has no git state of its own.
+  build_tool kueue "$KUEUE_VERSION" -help "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    kueue=sigs.k8s.io/kueue/cmd/kueue
+}
+
 mkdir -p "$CACHE_ROOT"
 targets=("$@")
-[[ ${#targets[@]} == 0 ]] && targets=(kubernetes kubernetes_node etcd kwok helm training_operator coredns)
+[[ ${#targets[@]} == 0 ]] && targets=(kubernetes kubernetes_node etcd kwok helm training_operator kueue coredns)
 for t in "${targets[@]}"; do "build_${t//-/_}"; done

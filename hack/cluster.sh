@@ -14,7 +14,8 @@ PORT_BASE=${REASONING_CLUSTER_PORT_BASE:-16400}
 CPU_NODES=${REASONING_CPU_NODES:-3}
 H100_NODES=${REASONING_H100_NODES:-2}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok training-operator)
-if local_node_enabled; then COMPONENTS+=("${NODE_COMPONENTS[@]}"); fi
+# Kueue's webhooks need an address the API server can reach that is not loopback: the pod bridge's
+if local_node_enabled; then COMPONENTS+=("${NODE_COMPONENTS[@]}" kueue); fi
 
 PKI="$CLUSTER_DIR/pki"
 PIDS="$CLUSTER_DIR/pids"
@@ -37,11 +38,13 @@ port_of() {
     kube-proxy) echo $((PORT_BASE + 12)) ;;                # health
     kube-proxy-metrics) echo $((PORT_BASE + 13)) ;;
     coredns) echo $((PORT_BASE + 14)) ;;                   # health; DNS itself is on the pod gateway's :53
+    kueue) echo $((PORT_BASE + 15)) ;;                     # health probes
+    kueue-webhook) echo $((PORT_BASE + 16)) ;;             # on the pod gateway
   esac
 }
 ALL_PORTS=(etcd etcd-peer kube-apiserver kube-controller-manager kube-scheduler kwok
   training-operator training-operator-metrics training-operator-webhook)
-if local_node_enabled; then ALL_PORTS+=(kubelet kubelet-healthz kube-proxy kube-proxy-metrics coredns); fi
+if local_node_enabled; then ALL_PORTS+=(kubelet kubelet-healthz kube-proxy kube-proxy-metrics coredns kueue kueue-webhook); fi
 
 kubectl_() { "$(bin_kubernetes kubectl)" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
@@ -50,7 +53,7 @@ check_binaries() {
   local b
   for b in "$(bin_kubernetes kube-apiserver)" "$(bin_kubernetes kube-controller-manager)" \
     "$(bin_kubernetes kube-scheduler)" "$(bin_kubernetes kubectl)" "$(bin_etcd)" "$(bin_kwok)" \
-    "$(bin_training_operator)"; do
+    "$(bin_training_operator)" "$(bin_kueue)"; do
     [[ -x $b ]] || die "$b is missing: run 'make setup' first (it builds the cluster's programs)."
   done
   require_command openssl "Install it with 'apt-get install openssl'."
@@ -66,7 +69,7 @@ check_ports_free() {
     port=$(port_of "$name")
     holder=$(ss -Hltnp "sport = :$port" 2>/dev/null || true)
     [[ -z $holder ]] || die "port $port (for $name) is already in use: ${holder//$'\n'/ }
-Stop whatever holds it, or choose other ports with REASONING_CLUSTER_PORT_BASE=<n> (uses n+1..n+9)."
+Stop whatever holds it, or choose other ports with REASONING_CLUSTER_PORT_BASE=<n> (uses n+1..n+16)."
   done
 }
 
@@ -160,7 +163,7 @@ healthy() { # NAME
     kube-apiserver) https_ok "$(port_of kube-apiserver)" /readyz ;;
     kube-controller-manager | kube-scheduler) https_insecure_ok "$(port_of "$1")" /healthz ;;
     kwok) http_ok "$(port_of kwok)" /healthz ;;
-    training-operator) http_ok "$(port_of training-operator)" /readyz ;;
+    training-operator | kueue) http_ok "$(port_of "$1")" /readyz ;;
     kubelet) http_ok "$(port_of kubelet-healthz)" /healthz ;;
     kube-proxy) http_ok "$(port_of kube-proxy)" /healthz ;;
     coredns) http_ok "$(port_of coredns)" /health ;;
@@ -252,9 +255,12 @@ start_apiserver() {
   # gateway, which the `kubernetes` Service then points at.
   # --allow-privileged: privileged pods are refused by Pod Security admission per namespace, as on
   # a real cluster, not by a global switch.
+  # --enable-aggregator-routing: webhooks and conversions named by Service are called at the Service's
+  # endpoint, as kube-proxy would route them (Kueue's is a local process on the pod gateway).
   local network=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
   if local_node_enabled; then
     network=(--bind-address 0.0.0.0 --advertise-address "$POD_GATEWAY" --endpoint-reconciler-type lease
+      --enable-aggregator-routing=true
       --kubelet-preferred-address-types InternalIP --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt"
       --kubelet-client-key "$PKI/apiserver-kubelet-client.key")
   fi
@@ -319,22 +325,53 @@ start_training_operator() {
     --health-probe-bind-address "127.0.0.1:$(port_of training-operator)" \
     --webhook-server-port "$(port_of training-operator-webhook)" \
     --zap-log-level info
-  wait_until training-operator 60 webhook_certs_mounted
+  wait_until training-operator 60 webhook_certs_mounted kubeflow training-operator-webhook-cert "$TRAINING_OPERATOR_CERT_DIR"
   wait_until training-operator 60 healthy training-operator
 }
 
-# In a pod the kubelet mounts the operator's webhook Secret at a fixed path and the operator waits for
-# it before it starts its controllers; here we play the kubelet and copy the Secret out once it is filled.
+# In a pod the kubelet mounts a controller's webhook Secret at its cert dir and the controller waits for
+# it before it starts; here we play the kubelet and copy the Secret out once its rotator has filled it.
 TRAINING_OPERATOR_CERT_DIR=/tmp/k8s-webhook-server/serving-certs
-webhook_certs_mounted() {
+webhook_certs_mounted() { # NAMESPACE SECRET DIR
   local key value
-  mkdir -p "$TRAINING_OPERATOR_CERT_DIR"
+  mkdir -p "$3"
   for key in ca.crt tls.crt tls.key; do
-    value=$(kubectl_ -n kubeflow get secret training-operator-webhook-cert -o "jsonpath={.data.${key//./\\.}}")
+    value=$(kubectl_ -n "$1" get secret "$2" -o "jsonpath={.data.${key//./\\.}}")
     [[ -n $value ]] || return 1
-    base64 -d <<<"$value" >"$TRAINING_OPERATOR_CERT_DIR/$key.partial"
+    base64 -d <<<"$value" >"$3/$key.partial"
   done
-  for key in ca.crt tls.crt tls.key; do mv "$TRAINING_OPERATOR_CERT_DIR/$key.partial" "$TRAINING_OPERATOR_CERT_DIR/$key"; done
+  for key in ca.crt tls.crt tls.key; do mv "$3/$key.partial" "$3/$key"; done
+}
+
+# Kueue from its Go module: its CRDs, webhook configurations and certificate Secret rendered by its own
+# chart (same module, so they match what it serves), the process itself as the chart's Deployment would
+# run it (hack/cluster/kueue-config.yaml), then the cluster's queues (hack/cluster/kueue-queues.yaml).
+kueue_rendered() { # FILE: hack/cluster's FILE with the ${...} this cluster fills in
+  sed -e "s|\${KUEUE_HEALTH_PORT}|$(port_of kueue)|g" -e "s|\${KUEUE_WEBHOOK_PORT}|$(port_of kueue-webhook)|g" \
+    -e "s|\${KUEUE_WEBHOOK_HOST}|$POD_GATEWAY|g" -e "s|\${KUEUE_CERT_DIR}|$CLUSTER_DIR/kueue-certs|g" \
+    "$HACK_DIR/cluster/$1"
+}
+
+start_kueue() {
+  local module chart
+  module=$(cd "$CACHE_ROOT" && go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  chart="$module/charts/kueue"
+  [[ -d $chart ]] || die "Kueue's chart not found in the Go module cache"
+  kueue_rendered kueue.yaml | kubectl_ apply -f - >/dev/null
+  kueue_rendered kueue-config.yaml >"$CLUSTER_DIR/kueue-config.yaml"
+  local templates=(--show-only templates/webhook/manifests.yaml --show-only templates/internalcert/secret.yaml)
+  local crd
+  for crd in "$chart"/templates/crd/*.yaml; do templates+=(--show-only "templates/crd/$(basename "$crd")"); done
+  "$(bin_helm)" template kueue "$chart" --namespace kueue-system \
+    --set-file managerConfig.controllerManagerConfigYaml="$HACK_DIR/cluster/kueue-config.yaml" "${templates[@]}" |
+    kubectl_ apply --server-side -f - >/dev/null
+  wait_until kube-apiserver 30 condition_true crd/workloads.kueue.x-k8s.io Established
+  KUBECONFIG="$KUBECONFIG_PATH" start_process kueue "$(bin_kueue)" --config "$CLUSTER_DIR/kueue-config.yaml" \
+    --zap-log-level info
+  wait_until kueue 120 webhook_certs_mounted kueue-system kueue-webhook-server-cert "$CLUSTER_DIR/kueue-certs"
+  wait_until kueue 120 healthy kueue
+  # the queues go through Kueue's own webhooks: applied, they prove the API server reaches it
+  wait_until kueue 60 kubectl_ apply -f "$HACK_DIR/cluster/kueue-queues.yaml"
 }
 
 node_manifest() { # NAME POOL CPU MEMORY GPUS
@@ -457,7 +494,7 @@ cmd_up() {
   start_kwok
   add_nodes
   start_training_operator
-  if local_node_enabled; then start_node; fi
+  if local_node_enabled; then start_node; start_kueue; fi
   trap - EXIT
   log "started in $((SECONDS - started)) s"
   print_usage_hint

@@ -22,6 +22,7 @@ bin_etcd() { printf '%s/bin/etcd' "$(tool_dir etcd "$ETCD_VERSION")"; }
 bin_kwok() { printf '%s/bin/kwok' "$(tool_dir kwok "$KWOK_VERSION")"; }
 bin_helm() { printf '%s/bin/helm' "$(tool_dir helm "$HELM_VERSION")"; }
 bin_training_operator() { printf '%s/bin/training-operator' "$(tool_dir training-operator "$TRAINING_OPERATOR_VERSION")"; }
+bin_kueue() { printf '%s/bin/kueue' "$(tool_dir kueue "$KUEUE_VERSION")"; }
 bin_uv() { printf '%s/bin/uv' "$(tool_dir uv "$UV_VERSION")"; }
 
 require_command() { # NAME HOW-TO-GET

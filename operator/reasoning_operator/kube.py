@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -30,6 +31,7 @@ PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("kubeflow.org/v1", "PyTorchJob"): "pytorchjobs",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("kueue.x-k8s.io/v1beta2", "Workload"): "workloads",
     (f"{API_GROUP}/{API_VERSION}", "ReasoningRun"): "reasoningruns",
 }
 MANAGER = "reasoning-operator"
@@ -75,16 +77,31 @@ class Kube:
             raise
         return created
 
-    def read(self, namespace: str, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """The object of `manifest`'s kind and name as it is now; None when there is none."""
-        path = collection_path(manifest["apiVersion"], manifest["kind"], namespace)
+    def _get(self, path: str) -> Mapping[str, Any] | None:
+        """A GET whose 404 is an answer: None."""
         try:
-            found: Mapping[str, Any] = self._call("GET", f"{path}/{manifest['metadata']['name']}")
+            found: Mapping[str, Any] = self._call("GET", path)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
         return found
+
+    def read(self, namespace: str, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The object of `manifest`'s kind and name as it is now; None when there is none."""
+        path = collection_path(manifest["apiVersion"], manifest["kind"], namespace)
+        return self._get(f"{path}/{manifest['metadata']['name']}")
+
+    def list(
+        self, namespace: str, api_version: str, kind: str, label_selector: str
+    ) -> list[Mapping[str, Any]] | None:
+        """The objects of a kind that match the selector, each with its kind; None when the cluster does
+        not serve the kind (a CRD that is not installed)."""
+        path = collection_path(api_version, kind, namespace)
+        found = self._get(f"{path}?labelSelector={quote(label_selector)}")
+        if found is None:
+            return None
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in found.get("items") or []]
 
     def merge_patch(
         self, namespace: str, child: ChildRef, patch: Mapping[str, Any], *, subresource: str = ""

@@ -48,6 +48,8 @@ RETRY_BACKOFF_MAX_SECONDS = 300
 class Plan:
     create: tuple[Manifest, ...] = ()  # children not seen yet (creating one that exists is a no-op)
     suspend: tuple[tuple[ChildRef, bool], ...] = ()  # workloads whose suspend flag must change
+    # Kueue Workloads whose `spec.active` must change: under Kueue a run is suspended through them
+    activate: tuple[tuple[str, bool], ...] = ()
     delete: tuple[ChildRef, ...] = ()
     status: Mapping[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
@@ -143,6 +145,7 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
     recorded = {s.get("name"): s for s in previous.get("stages") or []}
     create: list[Manifest] = []
     suspend: list[tuple[ChildRef, bool]] = []
+    activate: list[tuple[str, bool]] = []
     delete: list[ChildRef] = []
     entries: list[dict[str, Any]] = []
     verdict: Verdict | None = None
@@ -167,7 +170,14 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
         create.extend(step.create)
         delete.extend(step.delete)
         latest = attempts[-1] if attempts else None
-        if latest is not None and latest.phase == "Running" and latest.suspended != held:
+        if latest is None or latest.phase != "Running":
+            continue
+        if latest.queued is not None:
+            # Kueue un-suspends what it admits and suspends what it evicts: the operator never touches
+            # the flag, and holds the run by deactivating the Workload (Kueue then evicts it)
+            if latest.queued.workload is not None and latest.queued.active == held:
+                activate.append((latest.queued.workload, not held))
+        elif latest.suspended != held:
             suspend.append((latest.workload, held))
 
     if verdict is None:
@@ -210,6 +220,7 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
     return Plan(
         create=tuple(create),
         suspend=tuple(suspend),
+        activate=tuple(activate),
         delete=tuple(dict.fromkeys(delete)),
         status=status,
         events=tuple(events),

@@ -21,7 +21,14 @@ from typing import Any, Literal
 from reasoning_pipeline.spec import Stage, wire_section
 from reasoning_pipeline.summary import Failure
 
-from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_ROLE, LABEL_RUN_UID, LABEL_STAGE, Role
+from reasoning_operator.naming import (
+    LABEL_ATTEMPT,
+    LABEL_ROLE,
+    LABEL_RUN_UID,
+    LABEL_STAGE,
+    QUEUE_LABEL,
+    Role,
+)
 from reasoning_operator.stages.rewrite import API_KEY_VARIABLE
 from reasoning_operator.workloads import HUB_TOKEN_VARIABLE
 
@@ -30,6 +37,11 @@ WORKLOAD_KINDS = ("Job", "PyTorchJob")
 SERVER_ROLES = frozenset({Role.SERVER, Role.SERVER_BASE, Role.REWRITE_STAND_IN})
 # the training operator marks each pod of a PyTorchJob with its replica type; rank 0 is the master's
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+# Kueue's Workload for a Job or PyTorchJob carries the job's uid; a pod Kueue has not admitted yet is held
+# back by its scheduling gate
+KUEUE_WORKLOAD_API = "kueue.x-k8s.io/v1beta2"
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,19 @@ class ChildRef:
     api_version: str
     kind: str
     name: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Where Kueue has an attempt's workload: its Workload (None until Kueue has made one), whether it
+    was admitted (Kueue then un-suspends the workload) and whether it is active (the operator deactivates
+    it to suspend the run: a workload Kueue admitted would otherwise be started again)."""
+
+    queue: str
+    workload: str | None = None
+    admitted: bool = False
+    active: bool = True
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,7 @@ class Attempt:
     finished_at: str | None = None
     failure: Failure | None = None  # of a failed attempt: whether another one may pass
     abandoned: bool = False  # failed while its workload still exists unfinished: delete it
+    queued: Queued | None = None  # its workload is Kueue's to admit (the run has a queueName)
 
 
 @dataclass(frozen=True)
@@ -268,6 +294,10 @@ def pod_trouble(pod: Mapping[str, Any]) -> Trouble | None:
     telling: unschedulable, an image that cannot be had, a container crashing in a loop, a lost node."""
     name = (pod.get("metadata") or {}).get("name")
     status = pod.get("status") or {}
+    gates = {gate.get("name") for gate in (pod.get("spec") or {}).get("schedulingGates") or []}
+    if KUEUE_ADMISSION_GATE in gates:
+        queue = _labels(pod).get(QUEUE_LABEL, "")
+        return Trouble("Queued", f"in queue {queue} (pod {name} is not admitted by Kueue yet)")
     for condition in status.get("conditions") or []:
         if (
             condition.get("type") == "PodScheduled"
@@ -317,8 +347,46 @@ def _past_deadline(failed: Mapping[str, Any]) -> bool:
     return failed.get("reason") == "DeadlineExceeded" or "deadline" in str(failed.get("message", "")).lower()
 
 
+def _queued(workload: Mapping[str, Any], kueue: Mapping[str, Any] | None) -> Queued | None:
+    queue = _labels(workload).get(QUEUE_LABEL)
+    if not queue:
+        return None
+    if kueue is None:
+        return Queued(queue)
+    pending = next(
+        (
+            c
+            for c in (kueue.get("status") or {}).get("conditions") or []
+            if c.get("type") in ("QuotaReserved", "Evicted") and c.get("message")
+        ),
+        None,
+    )
+    return Queued(
+        queue,
+        workload=kueue["metadata"]["name"],
+        admitted=_condition(kueue, "Admitted") is not None,
+        active=(kueue.get("spec") or {}).get("active") is not False,
+        message=str((pending or {}).get("message") or ""),
+    )
+
+
+def queue_trouble(queued: Queued) -> Trouble:
+    if queued.workload is None:
+        said = (
+            "Kueue has not taken it in yet (no Workload for it: check that Kueue runs and manages this "
+            "namespace)"
+        )
+    else:
+        said = f"Workload {queued.workload}: {queued.message or 'pending'}"
+    return Trouble("Queued", f"in queue {queued.queue} ({said})")
+
+
 def _attempt(
-    stage: Stage, number: int, workload: Mapping[str, Any], pods: list[Mapping[str, Any]]
+    stage: Stage,
+    number: int,
+    workload: Mapping[str, Any],
+    pods: list[Mapping[str, Any]],
+    kueue: Mapping[str, Any] | None = None,
 ) -> Attempt:
     spec = workload.get("spec") or {}
     suspended = bool(spec.get("suspend") or (spec.get("runPolicy") or {}).get("suspend"))
@@ -336,6 +404,7 @@ def _attempt(
         suspended=suspended,
         summary=summary,
         started_at=started_at,
+        queued=_queued(workload, kueue),
     )
     if done is None and failed is None:
         refusal = _refusal(pods)
@@ -396,6 +465,18 @@ def _gpu_seconds(pod: Mapping[str, Any], gpu_resources: frozenset[str], now: dat
     return gpus * max(seconds, 0.0)
 
 
+def queued_workload_uids(children: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The uids of the run's unfinished workloads that Kueue admits: the ones whose Kueue Workload the
+    reconciler reads (Workloads carry none of the run's labels, so no watch of the run's sees them)."""
+    return sorted(
+        str(body["metadata"].get("uid"))
+        for body in children
+        if body.get("kind") in WORKLOAD_KINDS
+        and _labels(body).get(QUEUE_LABEL)
+        and not any(_condition(body, kind) for kind in ("Complete", "Succeeded", "Failed"))
+    )
+
+
 def instance_of(body: Mapping[str, Any]) -> str | None:
     """The uid of the run a child was made for: its label, or the ReasoningRun that owns it (children
     made before the label); None when neither says (a pod of an older Job)."""
@@ -428,9 +509,13 @@ def observe(
     server_pods: dict[Stage, list[Mapping[str, Any]]] = defaultdict(list)
     pod_gpu_seconds: dict[str, tuple[Stage, float]] = {}
     names: set[tuple[str, str]] = set()
+    kueue_workloads: dict[str, Mapping[str, Any]] = {}
     for body in children:
         stage = _stage_of(body)
         kind = body.get("kind", "")
+        if kind == "Workload":  # Kueue's, for one of the run's workloads
+            kueue_workloads[_labels(body).get(KUEUE_JOB_UID_LABEL, "")] = body
+            continue
         names.add((kind, body["metadata"]["name"]))
         if stage is None:  # the run's ConfigMap and storage claim
             continue
@@ -450,11 +535,14 @@ def observe(
             servers[stage].append(ref_of(body))
     attempts: dict[Stage, list[Attempt]] = defaultdict(list)
     for (stage, number), workload in sorted(workloads.items(), key=lambda item: item[0][1]):
-        attempts[stage].append(_attempt(stage, number, workload, pods.get((stage, number), [])))
+        kueue = kueue_workloads.get(str((workload.get("metadata") or {}).get("uid") or ""))
+        attempts[stage].append(_attempt(stage, number, workload, pods.get((stage, number), []), kueue))
     trouble: dict[Stage, Trouble] = {}
     for stage, found in attempts.items():
         latest = found[-1]
-        if latest.phase == "Running" and not latest.suspended:
+        if latest.phase == "Running" and latest.queued is not None and not latest.queued.admitted:
+            trouble[stage] = queue_trouble(latest.queued)
+        elif latest.phase == "Running" and not latest.suspended:
             held = _trouble([*pods.get((stage, latest.number), []), *server_pods.get(stage, [])])
             if held is not None:
                 trouble[stage] = held

@@ -21,7 +21,17 @@ from reasoning_operator.cache import Cache, RunKey
 from reasoning_operator.cost import gpu_resources
 from reasoning_operator.kube import Kube
 from reasoning_operator.machine import Plan, advance, invalid, suspend_patch
-from reasoning_operator.observe import ChildRef, instance_of, observe, of_instance, parse_time, timestamp
+from reasoning_operator.observe import (
+    KUEUE_JOB_UID_LABEL,
+    KUEUE_WORKLOAD_API,
+    ChildRef,
+    instance_of,
+    observe,
+    of_instance,
+    parse_time,
+    queued_workload_uids,
+    timestamp,
+)
 from reasoning_operator.run import InvalidRun, RunRef
 from reasoning_operator.status import Event
 
@@ -98,6 +108,7 @@ class Reconciler:
         try:
             run = RunRef.from_body(body)
             children = of_instance(self.cache.children(key), run.uid)
+            children += self._kueue_workloads(run, children)
             observed = observe(children, gpu_resources=gpu_resources(run.spec), now=now)
             plan = advance(run, observed, previous, now=timestamp(now))
         except InvalidRun as error:  # also a reference the schema cannot check (a node pool's name)
@@ -126,9 +137,22 @@ class Reconciler:
             self.cache.put_child(
                 self.kube.merge_patch(run.namespace, workload, suspend_patch(workload, suspend))
             )
+        for name, active in plan.activate:
+            kueue_workload = ChildRef(KUEUE_WORKLOAD_API, "Workload", name)
+            self.kube.merge_patch(run.namespace, kueue_workload, {"spec": {"active": active}})
         for child in plan.delete:
             self.kube.delete(run.namespace, child)
             self.cache.forget_child((run.namespace, run.name), child.kind, child.name)
+
+    def _kueue_workloads(self, run: RunRef, children: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Kueue's Workloads for the run's unfinished queued workloads, read when needed: they carry
+        none of the run's labels, so the run's watches do not see them (a run without a queueName, or
+        whose queued workloads have all ended, costs no request)."""
+        uids = queued_workload_uids(children)
+        if not uids:
+            return []
+        selector = f"{KUEUE_JOB_UID_LABEL} in ({','.join(uids)})"
+        return self.kube.list(run.namespace, KUEUE_WORKLOAD_API, "Workload", selector) or []
 
     def _name_taken(self, run: RunRef, body: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
         """After a 409: True when the name is held by a child of an earlier run of this name, which the

@@ -94,6 +94,9 @@ def ended_because(status: Mapping[str, Any]) -> str:
     return line
 
 
+QUIET_WAITS = frozenset({"Queued"})
+
+
 def stage_events(previous: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]) -> list[Event]:
     """What changed between two `status.stages` lists, as events on the run."""
     before = {s.get("name"): s for s in previous}
@@ -103,7 +106,10 @@ def stage_events(previous: Sequence[Mapping[str, Any]], current: Sequence[Mappin
         old = before.get(name) or {}
         waiting = stage.get("waiting") or {}
         if waiting and waiting.get("reason") != (old.get("waiting") or {}).get("reason"):
-            events.append(Event("Warning", str(waiting["reason"]), f"stage {name}: {waiting['message']}"))
+            # waiting for admission is how a shared cluster works; the rest needs someone to act
+            said = f"stage {name}: {waiting['message']}"
+            quiet = waiting["reason"] in QUIET_WAITS
+            events.append(Event("Normal" if quiet else "Warning", str(waiting["reason"]), said))
         if phase == old.get("phase") and attempts == old.get("attempts", 0):
             continue
         if phase == "Running" and attempts > 1 and attempts != old.get("attempts", 0):

@@ -376,6 +376,12 @@ def _pod_template(
     return {"metadata": {"labels": labels}, "spec": pod_spec(run, stage, container, **pod)}
 
 
+def _queued_by_parent(labels: dict[str, str]) -> dict[str, str]:
+    """A Job's or PyTorchJob's pods without the queue label: Kueue admits the parent as one workload,
+    and labelled pods are its to admit one by one."""
+    return {key: value for key, value in labels.items() if key != QUEUE_LABEL}
+
+
 # ----------------------------------------------------------------------------------- stage Jobs
 def stage_command(run: RunRef, stage: Stage) -> list[str]:
     return [PIPELINE_PROGRAM, stage.value, "--config", CONFIG_PATH, "--root", run.spec.storage.mount_path]
@@ -397,8 +403,10 @@ def stage_job(
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": run.spec.section(stage).deadline_seconds,
+            # under Kueue a workload starts suspended and Kueue un-suspends it once admitted
+            **({"suspend": True} if run.spec.queue_name else {}),
             "template": _pod_template(
-                labels,
+                _queued_by_parent(labels),
                 run,
                 stage,
                 container,
@@ -613,7 +621,9 @@ def pytorch_job(run: RunRef, attempt: int) -> Manifest:
     )
 
     def replicas(count: int) -> Manifest:
-        template = _pod_template(labels, run, Stage.TRAIN, container, pool=pool, restart_policy="Never")
+        template = _pod_template(
+            _queued_by_parent(labels), run, Stage.TRAIN, container, pool=pool, restart_policy="Never"
+        )
         return {"replicas": count, "restartPolicy": "Never", "template": template}
 
     replica_specs = {"Master": replicas(1)}
@@ -635,6 +645,7 @@ def pytorch_job(run: RunRef, attempt: int) -> Manifest:
             "runPolicy": {
                 "cleanPodPolicy": "Running",
                 "activeDeadlineSeconds": run.spec.training.deadline_seconds,
+                **({"suspend": True} if run.spec.queue_name else {}),
             },
             # declared, so that the controller's WORLD_SIZE counts processes and PET_NPROC_PER_NODE agrees
             # with the --nproc_per_node torchrun is given

@@ -335,62 +335,6 @@ def test_a_run_from_an_existing_dataset_trains_and_evaluates_only(
     assert children_named(batch, custom, namespace, run) == [f"{run}-evaluate-1", f"{run}-train-1"]
 
 
-def test_suspend_scales_the_teacher_away_and_resume_carries_on_with_the_queue_label_everywhere(
-    operator: OperatorProcess,
-    core: client.CoreV1Api,
-    apps: client.AppsV1Api,
-    batch: client.BatchV1Api,
-    custom: client.CustomObjectsApi,
-    restricted: str,
-) -> None:
-    namespace, run = restricted, "pausable"
-    queue = "kueue.x-k8s.io/queue-name"
-
-    def patch_spec(**spec: Any) -> None:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run, {"spec": spec})
-
-    def teacher_exists() -> bool:
-        return bool(
-            apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items
-        )
-
-    with storage_for(core, namespace, run):
-        create_run(custom, namespace, tiny_run(run, queueName="team-a"))
-        complete_stage(core, namespace, run, Stage.DATA)
-        running_pod(core, namespace, run, Stage.GENERATE)
-        patch_spec(suspend=True)
-        wait_for_phase(custom, namespace, run, "Suspended")
-        wait_for(lambda: not teacher_exists(), timeout=STAGE_TIMEOUT, what="the teacher to be scaled away")
-        assert batch.read_namespaced_job(f"{run}-generate-1", namespace).spec.suspend is True
-        wait_for(
-            lambda: (
-                not [
-                    p
-                    for p in core.list_namespaced_pod(
-                        namespace, label_selector=f"{LABEL_STAGE}=generate"
-                    ).items
-                    if p.status.phase == "Running"
-                ]
-            ),
-            timeout=STAGE_TIMEOUT,
-            what="the suspended driver's pod to go",
-        )
-        patch_spec(suspend=False)
-        wait_for(teacher_exists, timeout=STAGE_TIMEOUT, what="the teacher to come back")
-        complete_stage(core, namespace, run, Stage.GENERATE)
-        running_pod(core, namespace, run, Stage.REWRITE)
-        status = status_of(custom, namespace, run)
-        assert status["phase"] == "Running"
-        assert status["stages"][1]["attempts"] == 1, "a suspension is not a failed attempt"
-        labelled = [
-            *batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={run}").items,
-            *core.list_namespaced_pod(namespace, label_selector=f"{LABEL_RUN}={run}").items,
-            *core.list_namespaced_service(namespace, label_selector=f"{LABEL_RUN}={run}").items,
-        ]
-        assert labelled
-        assert all((o.metadata.labels or {}).get(queue) == "team-a" for o in labelled)
-
-
 def test_the_operator_shrugs_off_refused_runs_and_strange_children(
     operator: OperatorProcess,
     core: client.CoreV1Api,

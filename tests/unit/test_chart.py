@@ -42,6 +42,8 @@ NAMESPACED_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("", "events"): frozenset({"create", "patch"}),
     ("kubeflow.org", "pytorchjobs"): MANAGE,
     ("networking.k8s.io", "networkpolicies"): CREATE_DELETE,
+    # Kueue's, for queued workloads: read for their place in the queue, deactivated to suspend a run
+    ("kueue.x-k8s.io", "workloads"): frozenset({"get", "list", "patch"}),
 }
 CLUSTER_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): READ,

@@ -387,7 +387,10 @@ def test_an_existing_claim_is_used_and_none_is_made() -> None:
 
 
 @pytest.mark.parametrize("queue", ["team-a", None])
-def test_kueue_queue_label_is_on_every_child_and_pod_exactly_when_asked(queue: str | None) -> None:
+def test_kueue_admits_jobs_and_trainers_as_a_whole_and_server_pods_one_by_one(queue: str | None) -> None:
+    """The queue label is on every child; on pod templates only where Kueue admits the pods themselves
+    (a Deployment's): a Job's or PyTorchJob's pods are the parent's workload. Under Kueue a Job or
+    PyTorchJob is made suspended, for Kueue to start once admitted."""
     run = make_run(SKY_T1, queueName=queue, evaluation={"compareWithBase": True})
     run_children = all_children(run)
     assert {c["kind"] for c in run_children} == {
@@ -398,8 +401,15 @@ def test_kueue_queue_label_is_on_every_child_and_pod_exactly_when_asked(queue: s
         "NetworkPolicy",
     }
     for child in run_children:
-        for labels in [child["metadata"]["labels"], *(t["metadata"]["labels"] for t in pod_templates(child))]:
-            assert labels.get(QUEUE_LABEL) == queue, child["metadata"]["name"]
+        name = child["metadata"]["name"]
+        assert child["metadata"]["labels"].get(QUEUE_LABEL) == queue, name
+        for template in pod_templates(child):
+            on_pods = queue if child["kind"] == "Deployment" else None
+            assert template["metadata"]["labels"].get(QUEUE_LABEL) == on_pods, name
+        if child["kind"] == "Job":
+            assert child["spec"].get("suspend", False) is (queue is not None), name
+        if child["kind"] == "PyTorchJob":
+            assert child["spec"]["runPolicy"].get("suspend", False) is (queue is not None), name
 
 
 # ---------------------------------------------------------------------------------------- generate

@@ -50,6 +50,7 @@ class Cluster:
         for manifest in plan.create:
             body = copy.deepcopy(manifest)
             body["metadata"]["creationTimestamp"] = "2026-12-02T09:00:00Z"
+            body["metadata"]["uid"] = f"uid-of-{body['metadata']['name']}"
             self.objects[(body["kind"], body["metadata"]["name"])] = body
         for child, suspend in plan.suspend:
             spec = self.objects[(child.kind, child.name)]["spec"]
@@ -765,3 +766,102 @@ def test_api_spend_is_priced_and_a_run_over_its_budget_is_held_until_the_budget_
     plan = cluster.step()
     assert plan.status["phase"] == "Running"
     assert trainer["spec"]["runPolicy"]["suspend"] is False
+
+
+# -------------------------------------------------------------------------------------------- Kueue
+def kueue_workload(cluster: Cluster, stage: Stage, *, admitted: bool, message: str = "") -> dict[str, Any]:
+    """The Workload Kueue makes for the attempt's Job, as Kueue leaves it: admitted (and the Job
+    un-suspended), or pending with its reason."""
+    job = cluster.workload(stage, 1)
+    name = f"job-{job['metadata']['name']}-1a2b3"
+    conditions = [
+        {"type": "QuotaReserved", "status": "True" if admitted else "False", "message": message},
+        {"type": "Admitted", "status": "True" if admitted else "False", "message": message},
+    ]
+    body = {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "Workload",
+        "metadata": {"name": name, "labels": {"kueue.x-k8s.io/job-uid": job["metadata"]["uid"]}},
+        "spec": {"queueName": "team-a", "active": True},
+        "status": {"conditions": conditions},
+    }
+    cluster.objects[("Workload", name)] = body
+    job["spec"]["suspend"] = not admitted
+    return body
+
+
+NO_QUOTA = (
+    "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor h100"
+)
+
+
+def test_under_kueue_a_stage_waits_in_its_queue_and_the_operator_never_starts_it_itself() -> None:
+    cluster = Cluster(run_of(queueName="team-a"))
+    cluster.step()
+    assert cluster.workload(Stage.DATA, 1)["spec"]["suspend"] is True, "made suspended, for Kueue to start"
+    plan = cluster.step()
+    data = plan.status["stages"][0]
+    assert data["waiting"]["reason"] == "Queued"
+    assert data["message"].startswith("attempt 1 waiting: in queue team-a (Kueue has not taken it in yet")
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "Queued")], "not a warning: it is normal"
+    assert plan.suspend == ()
+    assert plan.activate == ()
+    kueue_workload(cluster, Stage.DATA, admitted=False, message=NO_QUOTA)
+    plan = cluster.step()
+    data = plan.status["stages"][0]
+    assert data["waiting"] == {
+        "reason": "Queued",
+        "message": f"in queue team-a (Workload job-sky-t1-32b-preview-data-1-1a2b3: {NO_QUOTA})",
+    }
+    assert conditions_of(plan.status)["Ready"]["reason"] == "Queued"
+    assert plan.suspend == (), "what Kueue holds, the operator leaves held"
+    assert plan.activate == ()
+    kueue_workload(cluster, Stage.DATA, admitted=True)
+    plan = cluster.step()
+    assert plan.status["stages"][0]["message"] == "attempt 1 running"
+    assert "waiting" not in plan.status["stages"][0]
+    assert plan.suspend == ()
+    assert plan.activate == ()
+
+
+def test_under_kueue_a_suspended_run_deactivates_its_workload_and_resume_activates_it() -> None:
+    """A Job Kueue admitted and someone suspended is un-suspended by Kueue again: the run is held
+    through the Workload's `spec.active`, which makes Kueue evict it and suspend the Job."""
+    cluster = Cluster(run_of(queueName="team-a"))
+    cluster.step()
+    workload = kueue_workload(cluster, Stage.DATA, admitted=True)
+    cluster.step()
+    cluster.run = run_of(queueName="team-a", suspend=True)
+    plan = cluster.step()
+    assert plan.activate == ((workload["metadata"]["name"], False),)
+    assert plan.suspend == ()
+    assert plan.status["phase"] == "Suspended"
+    # Kueue evicts it and suspends the Job
+    kueue_workload(cluster, Stage.DATA, admitted=False, message="The workload is deactivated")
+    workload = cluster.objects[("Workload", workload["metadata"]["name"])]
+    workload["spec"]["active"] = False
+    plan = cluster.step()
+    assert plan.activate == ()
+    assert plan.suspend == ()
+    assert plan.status["phase"] == "Suspended"
+    assert "waiting" not in plan.status["stages"][0]
+    cluster.run = run_of(queueName="team-a")
+    plan = cluster.step()
+    assert plan.activate == ((workload["metadata"]["name"], True),)
+    assert plan.status["stages"][0]["waiting"]["reason"] == "Queued"
+
+
+def test_a_server_pod_kueue_has_not_admitted_waits_in_its_queue() -> None:
+    cluster = Cluster(run_of(queueName="team-a"))
+    cluster.step()
+    kueue_workload(cluster, Stage.DATA, admitted=True)
+    cluster.finish(Stage.DATA, 1)
+    cluster.step()  # generate: the teacher and the driver
+    kueue_workload(cluster, Stage.GENERATE, admitted=True)
+    gate = {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}
+    name = pending_pod(cluster, Stage.GENERATE, {"phase": "Pending", "conditions": [gate]}, server=True)
+    cluster.objects[("Pod", name)]["spec"] = {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]}
+    plan = cluster.step()
+    generate = plan.status["stages"][1]
+    assert generate["waiting"]["reason"] == "Queued"
+    assert generate["waiting"]["message"] == f"in queue team-a (pod {name} is not admitted by Kueue yet)"

@@ -92,6 +92,11 @@ Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads i
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Kueue's Workloads for the run's queued Jobs and PyTorchJobs: read for their place in the queue,
+# deactivated to suspend a run (a workload Kueue admitted is never suspended behind its back)
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "patch"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs whatever it watches: the resources it serves, and namespaces. */}}

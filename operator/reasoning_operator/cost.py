@@ -1,5 +1,6 @@
 """What a run has cost so far: GPU-hours from its pods' run time, priced by their node pool, and the API's
-tokens at the rewrite model's price.
+tokens at the rewrite model's price; and what it is estimated to cost, from the data and format stages'
+pre-flight estimates (reasoning_pipeline.estimate), before the GPUs are asked for.
 
 Pods come and go (servers are deleted when their stage ends), so every pod's GPU-seconds are kept in
 status by name and only ever grow: the sum survives the pods and operator restarts alike.
@@ -10,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reasoning_pipeline.estimate import merge_estimates
 from reasoning_pipeline.spec import ReasoningRunSpec, Stage
 
 from reasoning_operator.observe import Observed
+from reasoning_operator.status import Event
 
 
 def gpu_resources(spec: ReasoningRunSpec) -> frozenset[str]:
@@ -85,3 +88,41 @@ def spent_usd(cost: Mapping[str, Any]) -> float:
 
 def over_budget(spec: ReasoningRunSpec, cost: Mapping[str, Any]) -> bool:
     return spec.budget_usd is not None and spent_usd(cost) >= spec.budget_usd
+
+
+def run_estimate(observed: Observed, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's estimate: what was recorded, with every succeeded data or format attempt's own merged in
+    (per stage, the later stage's figure wins, so children gone since change nothing)."""
+    merged = dict(previous)
+    for stage in (Stage.DATA, Stage.FORMAT):
+        for attempt in observed.attempts.get(stage, ()):
+            made = (attempt.summary or {}).get("estimate")
+            if attempt.phase == "Succeeded" and made:
+                merged = merge_estimates(merged, made)
+    return merged
+
+
+def estimate_events(
+    spec: ReasoningRunSpec, previous: Mapping[str, Any], current: Mapping[str, Any]
+) -> list[Event]:
+    """One event when an estimate is made or changes, a warning when it is over the budget: said before the
+    GPU stages start, when the budget can still be raised or the spec changed."""
+    total = current.get("totalUSD")
+    if not total or total == previous.get("totalUSD"):
+        return []
+    said = ", ".join(
+        f"{name} ${figures.get('usd') or figures.get('apiUSD')}"
+        for name, figures in (current.get("stages") or {}).items()
+        if figures.get("usd") or figures.get("apiUSD")
+    )
+    message = f"estimated ${total} ({said}; assumptions in spec.estimate)"
+    if spec.budget_usd is not None and float(total) > spec.budget_usd:
+        return [
+            Event(
+                "Warning",
+                "EstimateOverBudget",
+                f"{message}: over spec.budgetUsd ${spec.budget_usd:.2f}; the run is suspended when its "
+                "spend passes the budget",
+            )
+        ]
+    return [Event("Normal", "Estimated", message)]

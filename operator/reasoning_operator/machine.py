@@ -23,7 +23,7 @@ from typing import Any
 from reasoning_pipeline.spec import STAGE_ORDER, Stage
 
 from reasoning_operator import stages
-from reasoning_operator.cost import over_budget, run_cost, spent_usd
+from reasoning_operator.cost import estimate_events, over_budget, run_cost, run_estimate, spent_usd
 from reasoning_operator.naming import config_map_name, storage_claim_name
 from reasoning_operator.observe import Attempt, ChildRef, Observed, parse_time, ref_of, timestamp
 from reasoning_operator.run import RunRef
@@ -208,6 +208,7 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
             previous.get("conditions") or [], verdict, generation=run.generation, now=now
         ),
         "cost": run_cost(spec, observed, entries, previous.get("cost") or {}),
+        "estimate": run_estimate(observed, previous.get("estimate") or {}),
         "results": _results(entries),
     }
     if verdict.phase in TERMINAL:
@@ -215,6 +216,7 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
     status["startedAt"] = previous.get("startedAt") or now
     events = [
         *stage_events(previous.get("stages") or [], entries),
+        *estimate_events(spec, previous.get("estimate") or {}, status["estimate"]),
         *run_events(previous.get("phase"), verdict),
     ]
     return Plan(

@@ -9,6 +9,7 @@ from itertools import islice
 from typing import Any
 
 from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.estimate import Sizes, estimate, student_shape
 from reasoning_pipeline.progress import track
 from reasoning_pipeline.sources import Problem, RowTally, problems_of, question_key
 from reasoning_pipeline.spec import DataSpec, ReasoningRun, Stage
@@ -108,4 +109,9 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         progress=Progress(done=written, total=written),
         outputs={"prompts": output_of(out, paths.root, written)},
         metrics=metrics,
+        estimate=estimate(
+            run.spec,
+            Sizes(prompts=written, student=student_shape(run.spec, paths)),
+            made_by=Stage.DATA,
+        ),
     )

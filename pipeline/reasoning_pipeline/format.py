@@ -13,6 +13,7 @@ from typing import Any
 
 from reasoning_pipeline.batches import require_one_optimizer_step
 from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.estimate import Sizes, estimate, student_shape
 from reasoning_pipeline.progress import track
 from reasoning_pipeline.spec import ReasoningRun, Stage
 from reasoning_pipeline.stage_input import read_stage_input, require_text_fields
@@ -139,4 +140,14 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         progress=Progress(done=len(kept), total=len(kept)),
         outputs={"sft": output_of(out, paths.root, len(rows))},
         metrics={"tokens": statistics, "droppedOverCutoff": dropped, "sources": card["sources"]},
+        estimate=estimate(
+            run.spec,
+            Sizes(
+                prompts=0,
+                sft_samples=len(rows),
+                sft_tokens_per_sample=float(statistics["mean"]),
+                student=student_shape(run.spec, paths),
+            ),
+            made_by=Stage.FORMAT,
+        ),
     )

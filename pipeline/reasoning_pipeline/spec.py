@@ -665,6 +665,59 @@ class HubSpec(SpecModel):
     )
 
 
+# -------------------------------------------------------------------------------------------- estimate
+# Model FLOPs utilisation of full-parameter training by what the memory plan offloads: Sky-T1's 19 h on
+# 8 H100s with optimizer and parameters on the CPU is ≈ 8 %; torchtitan reports 39 % for a 32B model on
+# 8 H100s without offload; DeepSpeed's own reports put full offload ≈ 4.8× slower than none.
+MFU_BY_OFFLOAD = {"optimizer+parameters": 0.08, "optimizer": 0.2, "none": 0.35}
+
+
+class EstimateSpec(SpecModel):
+    """The stated assumptions of the pre-flight estimate (status.estimate): with the data's sizes and
+    the memory plan, what each stage's GPU-hours and API tokens are computed from before its GPUs are
+    asked for."""
+
+    completion_tokens: int = Field(
+        default=4000,
+        ge=1,
+        le=1_000_000,
+        description="Mean tokens a teacher or an evaluated model writes per answer, at most the sampling's "
+        "maxTokens (Sky-T1's SFT samples: ≈ 4,200 tokens with their prompts).",
+    )
+    prompt_tokens: int = Field(
+        default=300, ge=1, le=1_000_000, description="Mean tokens of a prompt with its system prompt."
+    )
+    tokens_per_gpu_second: float = Field(
+        default=1000,
+        gt=0,
+        le=1_000_000,
+        description="Tokens a vLLM server writes per second per GPU it spans, at full concurrency (a 32B "
+        "model in bf16 on H100s).",
+    )
+    kept_fraction: float = Field(
+        default=0.7, gt=0, le=1, description="Fraction of the teacher's traces the filter keeps."
+    )
+    gpu_peak_tflops: float = Field(
+        default=989,
+        gt=0,
+        le=100_000,
+        description="Dense 16-bit TFLOP/s of one GPU of the training pool (H100 SXM: 989).",
+    )
+    training_mfu: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Model FLOPs utilisation of training. Empty: by what the memory plan offloads: 0.08 "
+        "with optimizer and parameters on the CPU (Sky-T1's ≈ 8 %), 0.2 with the optimizer, 0.35 with none.",
+    )
+    server_start_seconds: float = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="Seconds a model server holds its GPUs before it answers (loading the weights).",
+    )
+
+
 # --------------------------------------------------------------------------------------------- sandbox
 IsolationName = Literal["namespaces", "user-namespace", "uid", "rlimits"]
 # a profile's path below the kubelet's seccomp folder: segments that cannot climb out of it
@@ -756,6 +809,11 @@ class ReasoningRunSpec(SpecModel):
         description="Spend (GPU-hours by their pools' prices plus the API's tokens) past which the run is "
         "suspended: its workloads stop, its servers go, and the Ready condition says BudgetExceeded. Raise "
         "it to go on.",
+    )
+    estimate: EstimateSpec = Field(
+        default_factory=EstimateSpec,
+        description="Assumptions of the pre-flight cost estimate in status.estimate (made by the data stage "
+        "and made again by the format stage from what they measured).",
     )
     sandbox: SandboxSpec = Field(
         default_factory=SandboxSpec,

@@ -48,6 +48,9 @@ class StageSummary(BaseModel):
     progress: Progress = Field(default_factory=Progress)
     outputs: dict[str, Output] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    estimate: dict[str, Any] | None = Field(
+        default=None, description="The pre-flight cost estimate of the stages ahead (data, format)."
+    )
 
 
 def output_of(path: Path, root: Path, records: int) -> Output:

@@ -255,3 +255,24 @@ def test_cli_rejects_an_invalid_run_file_naming_the_field(tmp_path: Path) -> Non
     )
     assert result.returncode == 2
     assert "spec.data.sources.0.limt: Extra inputs are not permitted" in result.stderr
+
+
+def test_the_summary_carries_the_estimate_of_every_stage_ahead(tmp_path: Path) -> None:
+    """The other stages as the defaults have them (Sky-T1's teacher, GPT-4o-mini, a 32B student): the
+    prompts written price the teacher's and the API's work; a student whose config.json is nowhere to be
+    read leaves training's figure unknown, and says so."""
+    document = data_only_run(fixture_sources())
+    document["spec"] = {"data": document["spec"]["data"]}
+    summary = data.run(ReasoningRun.model_validate(document), RunPaths(tmp_path, "fixtures"))
+    prompts = summary.outputs["prompts"].records
+    made = summary.estimate
+    assert made is not None
+    assert prompts is not None
+    assert made["basis"] == {"prompts": prompts}
+    assert set(made["stages"]) == {"generate", "rewrite", "train", "evaluate"}
+    assert made["stages"]["generate"]["tokens"] == prompts * 4000
+    assert float(made["stages"]["generate"]["usd"]) > 0  # the h100 pool's $2.96 per GPU-hour
+    assert "parameter count is not known" in made["stages"]["train"]["unknown"]
+    assert float(made["totalUSD"]) == pytest.approx(
+        sum(float(s.get("usd") or s.get("apiUSD") or 0) for s in made["stages"].values()), abs=0.02
+    )

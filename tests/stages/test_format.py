@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from reasoning_pipeline import format as format_stage
 from reasoning_pipeline.errors import StageError, TransientStageError
+from reasoning_pipeline.memory import ModelShape
 from reasoning_pipeline.spec import STILL2_SYSTEM_PROMPT, ReasoningRun
 from reasoning_pipeline.storage import RunPaths, atomic_write_jsonl, read_jsonl, sha256_file
 
@@ -113,3 +114,28 @@ def test_a_dataset_the_trainer_does_not_read_is_not_held_to_its_batch(tmp_path: 
         format_run(tmp_path, student, max_tokens=1200, training=training), RunPaths(tmp_path, "fmt")
     )
     assert summary.outputs["sft"].records == 9
+
+
+def test_the_summary_carries_the_estimate_of_training_from_what_it_measured(
+    tmp_path: Path, student: Path
+) -> None:
+    """The student is a folder on the storage: its config.json gives the parameters; the samples and
+    their mean length are what this stage wrote. On a CPU pool (no price) the dollars are nil."""
+    atomic_write_jsonl(tmp_path / "kept.jsonl", kept_traces(10))
+    training = {**TWO_CPU_PROCESSES, "inputPath": "elsewhere/sft.jsonl", "baseModel": str(student)}
+    summary = format_stage.run(
+        format_run(tmp_path, student, max_tokens=1200, training=training), RunPaths(tmp_path, "fmt")
+    )
+    assert summary.estimate is not None
+    config = json.loads((student / "config.json").read_text())
+    parameters = ModelShape.from_config(config).parameters
+    mean = summary.metrics["tokens"]["mean"]
+    assert summary.estimate["basis"] == {
+        "sftSamples": 9,
+        "sftTokensPerSample": round(mean, 1),
+        "studentParameters": parameters,
+    }
+    train = summary.estimate["stages"]["train"]
+    assert train["tokens"] == int(9 * mean * 3)  # the default 3 epochs
+    assert train["madeBy"] == "format"
+    assert summary.estimate["totalUSD"] == "0.00"

@@ -30,6 +30,7 @@ def test_schema_carries_descriptions_defaults_and_keys() -> None:
         "Phase",
         "Stage",
         "Progress",
+        "Estimated",
         "Spent",
         "Budget",
         "Age",

@@ -16,6 +16,7 @@ from reasoning_operator.machine import Plan, advance, retry_backoff_seconds
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_STAGE
 from reasoning_operator.observe import observe, parse_summary
 from reasoning_operator.run import RunRef
+from reasoning_pipeline.estimate import merge_estimates
 from reasoning_pipeline.spec import Stage
 
 from tests.support.runs import stage_summary as summary
@@ -865,3 +866,41 @@ def test_a_server_pod_kueue_has_not_admitted_waits_in_its_queue() -> None:
     generate = plan.status["stages"][1]
     assert generate["waiting"]["reason"] == "Queued"
     assert generate["waiting"]["message"] == f"in queue team-a (pod {name} is not admitted by Kueue yet)"
+
+
+# ----------------------------------------------------------------------------------------- estimate
+def estimated(made_by: Stage, **stages: dict[str, Any]) -> dict[str, Any]:
+    """An estimate as a stage program's summary carries it (reasoning_pipeline.estimate)."""
+    figures = {name: {**values, "madeBy": made_by.value} for name, values in stages.items()}
+    return merge_estimates({}, {"basis": {}, "stages": figures})
+
+
+def test_the_data_and_format_stages_estimates_are_in_status_before_the_gpus_with_one_event_each() -> None:
+    cluster = Cluster(run_of(budgetUsd=400))
+    cluster.step()
+    early = estimated(
+        Stage.DATA, generate={"usd": "60.00"}, rewrite={"apiUSD": "50.00"}, train={"usd": "250.00"}
+    )
+    cluster.finish(Stage.DATA, 1, message=summary(Stage.DATA, estimate=early))
+    plan = cluster.step()
+    assert plan.status["estimate"]["totalUSD"] == "360.00"
+    assert stage_phases(plan.status)["generate"] == "Running"  # the teacher is asked for with it in status
+    (said,) = [e for e in plan.events if "Estimate" in e.reason]
+    assert (said.type, said.reason) == ("Normal", "Estimated")
+    assert said.message.startswith("estimated $360.00 (generate $60.00, rewrite $50.00, train $250.00;")
+    assert cluster.step().events == (), "said once"
+    for stage in (Stage.GENERATE, Stage.REWRITE, Stage.FILTER):
+        cluster.finish(stage, 1)
+        cluster.step()
+    late = estimated(Stage.FORMAT, train={"usd": "450.00"})
+    cluster.finish(Stage.FORMAT, 1, message=summary(Stage.FORMAT, estimate=late))
+    plan = cluster.step()
+    assert plan.status["estimate"]["stages"]["train"]["usd"] == "450.00", "what format measured wins"
+    assert plan.status["estimate"]["stages"]["generate"]["usd"] == "60.00"
+    assert plan.status["estimate"]["totalUSD"] == "560.00"
+    (warning,) = [e for e in plan.events if "Estimate" in e.reason]
+    assert (warning.type, warning.reason) == ("Warning", "EstimateOverBudget")
+    assert "over spec.budgetUsd $400.00" in warning.message
+    # the children go (a TTL, a person): the recorded estimate stays as it was
+    cluster.objects = {k: v for k, v in cluster.objects.items() if k[0] not in ("Job", "Pod")}
+    assert cluster.step().status["estimate"] == plan.status["estimate"]

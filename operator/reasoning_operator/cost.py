@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reasoning_pipeline.estimate import merge_estimates
+from reasoning_pipeline.progress import parse_progress
 from reasoning_pipeline.spec import ReasoningRunSpec, Stage
 
 from reasoning_operator.observe import Observed
@@ -34,6 +35,40 @@ def stage_pool_price(spec: ReasoningRunSpec, stage: Stage) -> float:
         return spec.pool(pool).gpu_hour_usd if pool else 0.0
     except KeyError:
         return 0.0
+
+
+def stage_gpus(spec: ReasoningRunSpec, stage: Stage) -> int:
+    """GPUs a stage holds while it runs: its servers' or its trainer's."""
+    if stage is Stage.GENERATE and spec.generation.teacher.endpoint is None:
+        teacher = spec.generation.teacher
+        return teacher.tensor_parallel_size * teacher.replicas
+    if stage is Stage.TRAIN:
+        return spec.training.nodes * spec.training.gpus_per_node
+    if stage is Stage.EVALUATE and spec.evaluation.server.endpoint is None:
+        server = spec.evaluation.server
+        return server.tensor_parallel_size * server.replicas * (2 if spec.evaluation.compare_with_base else 1)
+    return 0
+
+
+def live_progress(spec: ReasoningRunSpec, stage: Stage, log: str, read_at: str) -> dict[str, Any] | None:
+    """A running stage's progress from its pod's last progress line: done of total, the rate, and the time
+    and dollars left at that rate on the stage's GPUs (what Kubeflow Trainer's progress gives, plus
+    dollars). None while the log has no progress line."""
+    reported = parse_progress(log)
+    if reported is None:
+        return None
+    progress: dict[str, Any] = {"done": reported.done, "unit": reported.unit, "updatedAt": read_at}
+    if reported.total:
+        progress["total"] = reported.total
+        progress["percent"] = round(100 * reported.done / reported.total, 1)
+    if reported.rate:
+        progress["ratePerSecond"] = reported.rate
+        if reported.total:
+            seconds = max(reported.total - reported.done, 0) / reported.rate
+            progress["remainingSeconds"] = round(seconds)
+            usd = seconds / 3600 * stage_gpus(spec, stage) * stage_pool_price(spec, stage)
+            progress["remainingUSD"] = f"{usd:.2f}"
+    return progress
 
 
 def _metric(entries: Sequence[Mapping[str, Any]], stage: Stage, *names: str) -> int:

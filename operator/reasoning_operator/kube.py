@@ -48,10 +48,13 @@ class Kube:
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None, *, text: bool = False
+    ) -> Any:
         with self._lock:
             self.requests[method] += 1
-        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        accept = "text/plain" if text else "application/json"
+        headers = {"Accept": accept, "Content-Type": content_type or "application/json"}
         method, url, headers, body, _ = self.api.param_serialize(
             method=method,
             resource_path=path,
@@ -64,6 +67,8 @@ class Kube:
         data = response.read()
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response, body=data.decode(errors="replace") if data else None)
+        if text:
+            return data.decode(errors="replace")
         return json.loads(data) if data else None
 
     def create(self, namespace: str, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -102,6 +107,21 @@ class Kube:
         if found is None:
             return None
         return [{"apiVersion": api_version, "kind": kind, **item} for item in found.get("items") or []]
+
+    def pod_log(self, namespace: str, pod: str, container: str, *, lines: int, limit_bytes: int) -> str:
+        """The last `lines` lines of a container's log (at most `limit_bytes`); empty when the pod or its
+        log is gone, or the container has not started."""
+        path = (
+            f"/api/v1/namespaces/{namespace}/pods/{pod}/log?container={quote(container)}"
+            f"&tailLines={lines}&limitBytes={limit_bytes}"
+        )
+        try:
+            log: str = self._call("GET", path, text=True)
+        except ApiException as error:
+            if error.status in (400, 404):
+                return ""
+            raise
+        return log
 
     def merge_patch(
         self, namespace: str, child: ChildRef, patch: Mapping[str, Any], *, subresource: str = ""

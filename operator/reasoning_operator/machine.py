@@ -23,7 +23,14 @@ from typing import Any
 from reasoning_pipeline.spec import STAGE_ORDER, Stage
 
 from reasoning_operator import stages
-from reasoning_operator.cost import estimate_events, over_budget, run_cost, run_estimate, spent_usd
+from reasoning_operator.cost import (
+    estimate_events,
+    live_progress,
+    over_budget,
+    run_cost,
+    run_estimate,
+    spent_usd,
+)
 from reasoning_operator.naming import config_map_name, storage_claim_name
 from reasoning_operator.observe import Attempt, ChildRef, Observed, parse_time, ref_of, timestamp
 from reasoning_operator.run import RunRef
@@ -140,7 +147,15 @@ def _results(stage_entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now: str) -> Plan:
+def advance(
+    run: RunRef,
+    observed: Observed,
+    previous: Mapping[str, Any],
+    *,
+    now: str,
+    logs: Mapping[Stage, tuple[str, str]] | None = None,
+) -> Plan:
+    """`logs`: of running stages, (when read, the tail of the log) of the pod that reports progress."""
     spec = run.spec
     recorded = {s.get("name"): s for s in previous.get("stages") or []}
     create: list[Manifest] = []
@@ -161,6 +176,11 @@ def advance(run: RunRef, observed: Observed, previous: Mapping[str, Any], *, now
         entry = _stage_entry(stage, recorded.get(stage.value) or {}, attempts)
         if (recorded.get(stage.value) or {}).get("phase") == "Succeeded":
             entry["phase"] = "Succeeded"  # never regresses, whatever the children show
+        elif entry["phase"] == "Running" and stage in (logs or {}):
+            read_at, log = (logs or {})[stage]
+            live = live_progress(spec, stage, log, read_at)
+            if live is not None:
+                entry["progress"] = live
         entries.append(entry)
         if entry["phase"] == "Succeeded" or verdict is not None:
             delete.extend(observed.servers.get(stage, ()) if entry["phase"] == "Succeeded" else ())

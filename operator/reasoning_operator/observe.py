@@ -78,6 +78,7 @@ class Attempt:
     failure: Failure | None = None  # of a failed attempt: whether another one may pass
     abandoned: bool = False  # failed while its workload still exists unfinished: delete it
     queued: Queued | None = None  # its workload is Kueue's to admit (the run has a queueName)
+    speaker: tuple[str, str] | None = None  # (pod, container) whose log tells a running attempt's progress
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,14 @@ def _reporting_pod(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     if finished:
         return max(finished, key=_finished_at)
     return candidates[-1] if candidates else None
+
+
+def _speaker(pod: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """The running pod (and its stage container, the first) whose log carries the attempt's progress."""
+    if pod is None or _pod_phase(pod) != "Running":
+        return None
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return (pod["metadata"]["name"], containers[0]["name"]) if containers else None
 
 
 def _container_statuses(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -405,6 +414,7 @@ def _attempt(
         summary=summary,
         started_at=started_at,
         queued=_queued(workload, kueue),
+        speaker=_speaker(pod),
     )
     if done is None and failed is None:
         refusal = _refusal(pods)

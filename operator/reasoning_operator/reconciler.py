@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
+from reasoning_pipeline.spec import Stage
 
 from reasoning_operator import metrics
 from reasoning_operator.cache import Cache, RunKey
@@ -25,6 +26,7 @@ from reasoning_operator.observe import (
     KUEUE_JOB_UID_LABEL,
     KUEUE_WORKLOAD_API,
     ChildRef,
+    Observed,
     instance_of,
     observe,
     of_instance,
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 # Cost grows every second a GPU pod runs; writing it more often than this would make every reconcile a
 # status write (and every status write an event that asks for another reconcile).
 COST_REFRESH_SECONDS = 60.0
+# A running stage's progress is read from its pod's log at most this often (one request per stage).
+PROGRESS_REFRESH_SECONDS = 30.0
+PROGRESS_LOG_LINES, PROGRESS_LOG_BYTES = 40, 16384
 # A wake-up comes this much after its time: the machine reads the clock in whole seconds.
 WAKE_MARGIN_SECONDS = 0.2
 RUN_REF = ChildRef("reasoning.dev/v1alpha1", "ReasoningRun", "")
@@ -64,6 +69,8 @@ class Reconciler:
         self._cost_written: dict[RunKey, float] = {}
         self._wakeups: dict[RunKey, tuple[str, threading.Timer]] = {}
         self._name_conflicts: set[tuple[str, str, str]] = set()
+        # per run and stage: (the speaking pod, monotonic time read, when read, the log's tail)
+        self._logs: dict[tuple[RunKey, Stage], tuple[tuple[str, str], float, str, str]] = {}
 
     def reconcile(self, key: RunKey) -> None:
         with self._guard:
@@ -110,7 +117,8 @@ class Reconciler:
             children = of_instance(self.cache.children(key), run.uid)
             children += self._kueue_workloads(run, children)
             observed = observe(children, gpu_resources=gpu_resources(run.spec), now=now)
-            plan = advance(run, observed, previous, now=timestamp(now))
+            logs = self._progress_logs(key, run, observed, now)
+            plan = advance(run, observed, previous, now=timestamp(now), logs=logs)
         except InvalidRun as error:  # also a reference the schema cannot check (a node pool's name)
             status = invalid(previous, str(error), generation=generation, now=timestamp(now))
             if status != previous:
@@ -143,6 +151,29 @@ class Reconciler:
         for child in plan.delete:
             self.kube.delete(run.namespace, child)
             self.cache.forget_child((run.namespace, run.name), child.kind, child.name)
+
+    def _progress_logs(
+        self, key: RunKey, run: RunRef, observed: Observed, now: datetime
+    ) -> dict[Stage, tuple[str, str]]:
+        """Of each running stage, the tail of its reporting pod's log, read again when older than
+        PROGRESS_REFRESH_SECONDS (or its pod changed): a rate and an ETA need no fresher reading."""
+        logs: dict[Stage, tuple[str, str]] = {}
+        for stage, attempts in observed.attempts.items():
+            latest = attempts[-1]
+            held = self._logs.get((key, stage))
+            if latest.phase != "Running" or latest.suspended or latest.speaker is None:
+                self._logs.pop((key, stage), None)
+                continue
+            fresh = time.monotonic() - PROGRESS_REFRESH_SECONDS
+            if held is None or held[0] != latest.speaker or held[1] < fresh:
+                pod, container = latest.speaker
+                log = self.kube.pod_log(
+                    run.namespace, pod, container, lines=PROGRESS_LOG_LINES, limit_bytes=PROGRESS_LOG_BYTES
+                )
+                held = (latest.speaker, time.monotonic(), timestamp(now), log)
+                self._logs[(key, stage)] = held
+            logs[stage] = (held[2], held[3])
+        return logs
 
     def _kueue_workloads(self, run: RunRef, children: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Kueue's Workloads for the run's unfinished queued workloads, read when needed: they carry
@@ -215,6 +246,8 @@ class Reconciler:
     def forget(self, key: RunKey) -> None:
         with self._guard:
             self._cost_written.pop(key, None)
+            for held in [k for k in list(self._logs) if k[0] == key]:
+                self._logs.pop(held, None)
             pending = self._wakeups.pop(key, None)
         if pending is not None:
             pending[1].cancel()

@@ -25,6 +25,7 @@ from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.format import chat_messages, chat_token_ids
 from reasoning_pipeline.memory import H100_80GB_BYTES, MemoryPlan, ModelShape, choose_offload
 from reasoning_pipeline.preflight import model_folder
+from reasoning_pipeline.progress import bar
 from reasoning_pipeline.spec import ReasoningRun, Stage, TrainingSpec
 from reasoning_pipeline.stage_input import read_stage_input
 from reasoning_pipeline.storage import RunPaths, atomic_write_json
@@ -260,6 +261,8 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tokens_seen, window_loss, window_count = 0, 0.0, 0
     engine.train()
+    # rank 0's bar is the stage's progress in its pod's log (the operator reads its rate from there)
+    steps = bar(total_steps, "train", initial=len(history), unit="step") if where.rank == 0 else None
     for micro in range(micro_done, total_micro):
         epoch, index = divmod(micro, per_epoch)
         batch = collate(micro_batches(examples, spec, where.rank, where.world_size, epoch)[index], pad_id)
@@ -275,8 +278,9 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                 {"step": step, "loss": round(window_loss / window_count, 5), "lr": schedule.get_last_lr()[0]}
             )
             window_loss, window_count = 0.0, 0
-            if where.rank == 0:
+            if steps is not None:
                 print(f"step {step}/{total_steps} loss {history[-1]['loss']:.4f}", flush=True)
+                steps.update(1)
             if step % spec.save_steps == 0 or step == total_steps:
                 engine.save_checkpoint(
                     str(checkpoints),
@@ -287,6 +291,8 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                 if where.rank == 0:
                     checkpoint_store.seal(checkpoints, f"step-{step}")
                     checkpoint_store.prune(checkpoints, spec.keep_checkpoints)
+    if steps is not None:
+        steps.close()
     out = stage_dir / MODEL_DIR
     save_model(engine, model, out, where.rank)
     del partitioned

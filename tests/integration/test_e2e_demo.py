@@ -149,6 +149,36 @@ def pod_to_its_end(
     return phase, core.read_namespaced_pod_log(name, namespace, container=container)
 
 
+def restricted_pod(name: str, image: str, command: list[str]) -> dict[str, Any]:
+    """A one-off pod on the real node, as restricted as a stage's, with one container `check`."""
+    from reasoning_operator.workloads import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
+
+    limits = {"cpu": "500m", "memory": "1Gi"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": POD_SECURITY_CONTEXT,
+            "nodeSelector": {"reasoning.dev/pool": "local"},
+            "tolerations": [
+                {"key": "reasoning.dev/pool", "operator": "Equal", "value": "local", "effect": "NoSchedule"}
+            ],
+            "containers": [
+                {
+                    "name": "check",
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": command,
+                    "securityContext": CONTAINER_SECURITY_CONTEXT,
+                    "resources": {"requests": limits, "limits": limits},
+                }
+            ],
+        },
+    }
+
+
 def lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
@@ -234,39 +264,52 @@ def test_the_trainer_image_runs_deepspeeds_host_ops_without_a_compiler(
 ) -> None:
     """cpu_adam and shm_comm are compiled into the image: a restricted pod on the node loads both and
     steps DeepSpeedCPUAdam, in an image without a C++ compiler."""
-    from reasoning_operator.workloads import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
     from reasoning_pipeline.spec import ImagesSpec
 
     namespace, _ = demo_namespace
-    name = "trainer-host-ops"
-    limits = {"cpu": "500m", "memory": "1Gi"}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": POD_SECURITY_CONTEXT,
-            "nodeSelector": {"reasoning.dev/pool": "local"},
-            "tolerations": [
-                {"key": "reasoning.dev/pool", "operator": "Equal", "value": "local", "effect": "NoSchedule"}
-            ],
-            "containers": [
-                {
-                    "name": "check",
-                    "image": ImagesSpec().trainer,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["bash", "-c", HOST_OPS_CHECK],
-                    "securityContext": CONTAINER_SECURITY_CONTEXT,
-                    "resources": {"requests": limits, "limits": limits},
-                }
-            ],
-        },
-    }
+    pod = restricted_pod("trainer-host-ops", ImagesSpec().trainer, ["bash", "-c", HOST_OPS_CHECK])
     phase, log = pod_to_its_end(core, namespace, pod, "check")
     assert phase == "Succeeded", log
     assert '"compiled": {"cpu_adam": true, "deepspeed_shm_comm": true}' in log, log
     assert "DeepSpeedCPUAdam stepped" in log, log
+
+
+# a stage's bar as the stage programs draw it: 25 records at one per second, 100 in all
+PROGRESS_CHECK = """
+import time
+from reasoning_pipeline.progress import bar
+with bar(100, "generate") as progress:
+    for _ in range(25):
+        time.sleep(1)
+        progress.update(1)
+"""
+
+
+def test_a_stage_pods_progress_is_read_back_from_its_log_with_a_rate_and_what_is_left(
+    finished: dict[str, Any], demo_namespace: tuple[str, Path], api: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    """The pipeline image's bar in a container (no terminal: a line every 10 s), its log through the API
+    server and the kubelet, read by the operator's own reader and turned into the stage's progress."""
+    from reasoning_operator.cost import live_progress
+    from reasoning_operator.kube import Kube
+    from reasoning_pipeline.spec import ImagesSpec, ReasoningRunSpec, Stage
+
+    namespace, _ = demo_namespace
+    pod = restricted_pod("stage-progress", ImagesSpec().pipeline, ["python", "-c", PROGRESS_CHECK])
+    phase, _ = pod_to_its_end(core, namespace, pod, "check")
+    assert phase == "Succeeded"
+    log = Kube(api).pod_log(namespace, "stage-progress", "check", lines=40, limit_bytes=16384)
+    assert "\r" not in log
+    assert log.splitlines()[0] == "generate: 0/100 done, ?rec/s, 00:00 elapsed, ? left", log
+    progress = live_progress(ReasoningRunSpec(), Stage.GENERATE, log, "now")
+    assert progress is not None, log
+    assert (progress["done"], progress["total"], progress["percent"]) == (25, 100, 25.0), log
+    assert 0.5 < progress["ratePerSecond"] < 1.5, log
+    assert 50 < progress["remainingSeconds"] < 150, log
+    # the default teacher: 8 H100s at $2.96 per GPU-hour
+    hours = progress["remainingSeconds"] / 3600
+    assert float(progress["remainingUSD"]) == pytest.approx(hours * 8 * 2.96, abs=0.01)
+    core.delete_namespaced_pod("stage-progress", namespace)
 
 
 def test_every_output_is_on_the_volume_with_the_count_its_status_reports(

@@ -39,6 +39,7 @@ NAMESPACED_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("", "configmaps"): CREATE_DELETE,
     ("", "persistentvolumeclaims"): READ | {"create"},  # storage outlives its run: never deleted
     ("", "pods"): READ,
+    ("", "pods/log"): frozenset({"get"}),  # a running stage's progress line
     ("", "events"): frozenset({"create", "patch"}),
     ("kubeflow.org", "pytorchjobs"): MANAGE,
     ("networking.k8s.io", "networkpolicies"): CREATE_DELETE,

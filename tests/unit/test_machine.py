@@ -14,7 +14,7 @@ import yaml
 from reasoning_operator.cost import gpu_resources
 from reasoning_operator.machine import Plan, advance, retry_backoff_seconds
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_STAGE
-from reasoning_operator.observe import observe, parse_summary
+from reasoning_operator.observe import Observed, observe, parse_summary
 from reasoning_operator.run import RunRef
 from reasoning_pipeline.estimate import merge_estimates
 from reasoning_pipeline.spec import Stage
@@ -41,13 +41,15 @@ class Cluster:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.status: dict[str, Any] = {}
 
-    def step(self, now: str = NOW) -> Plan:
-        observed = observe(
+    def observed(self, now: str = NOW) -> Observed:
+        return observe(
             self.objects.values(),
             gpu_resources=gpu_resources(self.run.spec),
             now=datetime.fromisoformat(now.replace("Z", "+00:00")),
         )
-        plan = advance(self.run, observed, self.status, now=now)
+
+    def step(self, now: str = NOW) -> Plan:
+        plan = advance(self.run, self.observed(now), self.status, now=now)
         for manifest in plan.create:
             body = copy.deepcopy(manifest)
             body["metadata"]["creationTimestamp"] = "2026-12-02T09:00:00Z"
@@ -904,3 +906,34 @@ def test_the_data_and_format_stages_estimates_are_in_status_before_the_gpus_with
     # the children go (a TTL, a person): the recorded estimate stays as it was
     cluster.objects = {k: v for k, v in cluster.objects.items() if k[0] not in ("Job", "Pod")}
     assert cluster.step().status["estimate"] == plan.status["estimate"]
+
+
+# ------------------------------------------------------------------------------------------ progress
+def test_a_running_stage_shows_its_pods_progress_rate_and_what_is_left_in_time_and_dollars() -> None:
+    """The teacher spans 8 H100s at $2.96 per GPU-hour: 3,000 traces left at 2.5 per second are 20
+    minutes, $7.89. The stage's final summary then replaces the live figures."""
+    cluster = Cluster(run_of())
+    cluster.step()
+    cluster.finish(Stage.DATA, 1)
+    cluster.step()
+    log = "INFO waiting for the teacher\ngenerate: 1000/4000 done,  2.50rec/s, 06:40 elapsed, 20:00 left\n"
+    plan = advance(
+        cluster.run, cluster.observed(), cluster.status, now=NOW, logs={Stage.GENERATE: (NOW, log)}
+    )
+    generate = plan.status["stages"][1]
+    assert generate["progress"] == {
+        "done": 1000,
+        "total": 4000,
+        "percent": 25.0,
+        "unit": "rec",
+        "ratePerSecond": 2.5,
+        "remainingSeconds": 1200,
+        "remainingUSD": "7.89",
+        "updatedAt": NOW,
+    }
+    cluster.status = json.loads(json.dumps(plan.status))
+    plan = advance(cluster.run, cluster.observed(), cluster.status, now=NOW, logs={Stage.GENERATE: (NOW, "")})
+    assert plan.status["stages"][1]["progress"]["done"] == 1000, "a log without a new line keeps the last"
+    cluster.finish(Stage.GENERATE, 1)
+    plan = cluster.step()
+    assert plan.status["stages"][1]["progress"] == {"done": 10, "total": 10}

@@ -83,6 +83,10 @@ Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads i
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# a running stage's progress line (rate, time left) is read from its pod's log tail
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -25,9 +25,11 @@ from reasoning_pipeline.spec import (
     API_VERSION,
     DIFFICULTIES,
     KIND,
+    STAGE_ORDER,
     SUBSET_FORMATS,
     SUBSETS,
     ReasoningRunSpec,
+    wire_section,
 )
 
 PLURAL = "reasoningruns"
@@ -154,6 +156,14 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         "storage.accessMode must be ReadWriteMany when training.nodes > 1: a ReadWriteOnce volume mounts on "
         "one node only",
         ".storage.accessMode",
+    ),
+    (
+        " && ".join(
+            f"(self.restartFrom.stage != '{stage.value}' || self.{wire_section(stage)}.enabled)"
+            for stage in STAGE_ORDER
+        ).join(["!has(self.restartFrom) || (", ")"]),
+        "restartFrom.stage names a disabled stage: name an enabled one",
+        ".restartFrom.stage",
     ),
     (
         "!self.data.enabled || size(self.data.sources) > 0",

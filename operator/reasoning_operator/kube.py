@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from reasoning_pipeline.spec import API_GROUP, API_VERSION
 
-from reasoning_operator.observe import ChildRef
+from reasoning_operator.observe import WORKLOAD_KINDS, ChildRef
 from reasoning_operator.status import Event
 
 PLURALS = {
@@ -132,9 +132,13 @@ class Kube:
         return self._call("PATCH", path, dict(patch), "application/merge-patch+json")
 
     def delete(self, namespace: str, child: ChildRef) -> None:
+        """A workload (Job, PyTorchJob) goes in the foreground: it stays, being deleted, until its pods
+        are gone, so that no next attempt starts beside a pod of this one still writing the stage's
+        folder; anything else goes at once, its dependents after it."""
         path = f"{collection_path(child.api_version, child.kind, namespace)}/{child.name}"
+        propagation = "Foreground" if child.kind in WORKLOAD_KINDS else "Background"
         try:
-            self._call("DELETE", path, {"propagationPolicy": "Background"})
+            self._call("DELETE", path, {"propagationPolicy": propagation})
         except ApiException as error:
             if error.status != 404:
                 raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from reasoning_pipeline.lineage import spec_fingerprint
 from reasoning_pipeline.spec import STAGE_ORDER, Stage
 
 from reasoning_operator import stages
@@ -57,6 +58,7 @@ class Plan:
     suspend: tuple[tuple[ChildRef, bool], ...] = ()  # workloads whose suspend flag must change
     # Kueue Workloads whose `spec.active` must change: under Kueue a run is suspended through them
     activate: tuple[tuple[str, bool], ...] = ()
+    update: tuple[Manifest, ...] = ()  # children to render again (the run's ConfigMap, after an edit)
     delete: tuple[ChildRef, ...] = ()
     status: Mapping[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
@@ -96,6 +98,8 @@ def _run_wide_children(run: RunRef, observed: Observed) -> list[Manifest]:
     wanted: list[Manifest] = []
     if ("ConfigMap", config_map_name(run.name)) not in observed.names:
         wanted.append(run_config_map(run))
+    elif observed.config_generation != run.generation:
+        wanted.append(run_config_map(run))  # an edit: rendered again (an update, see `advance`)
     claim = storage_claim_name(run.name, run.spec)
     if not run.spec.storage.claim_name and ("PersistentVolumeClaim", claim) not in observed.names:
         wanted.extend(m for m in [storage_claim(run)] if m is not None)
@@ -168,14 +172,40 @@ def advance(
     # a run over its budget is held as a suspended one is (decided on what was spent by the last pass)
     held = spec.suspend or over_budget(spec, previous.get("cost") or {})
 
+    restarts = list(previous.get("restarts") or [])
+    restart = spec.restart_from
+    restarting = restart is not None and restart.id not in {r.get("id") for r in restarts}
+    if restart is not None and restarting:
+        recorded = _restarted(recorded, observed, restart.stage, restart.id)
+        restarts.append({"id": restart.id, "stage": restart.stage.value, "at": now})
+    stale: Stage | None = None  # the first succeeded stage whose spec changed since it ran
+
     for stage in STAGE_ORDER:
         if not spec.section(stage).enabled:
             entries.append({"name": stage.value, "phase": "Skipped"})
             continue
-        attempts = observed.attempts.get(stage, ())
-        entry = _stage_entry(stage, recorded.get(stage.value) or {}, attempts)
-        if (recorded.get(stage.value) or {}).get("phase") == "Succeeded":
+        old = recorded.get(stage.value) or {}
+        floor = int(old.get("restartedAfter", 0))
+        attempts = tuple(a for a in observed.attempts.get(stage, ()) if a.number > floor)
+        made_under = spec_fingerprint(spec, stage)
+        latest = attempts[-1] if attempts else None
+        if (
+            latest is not None
+            and latest.phase == "Running"
+            and old.get("fingerprint") not in (None, made_under)
+        ):
+            # the spec this attempt runs under changed: it stops, the next one runs under the new spec
+            old = {**old, "restartedAfter": latest.number, "phase": "Pending"}
+            recorded[stage.value] = old
+            attempts = ()
+        entry = _stage_entry(stage, old, attempts)
+        # attempts from before a restart that still run: stopped, and waited out before the next starts
+        floor = int(old.get("restartedAfter", 0))
+        stopping = [a for a in observed.attempts.get(stage, ()) if a.number <= floor and a.phase == "Running"]
+        if old.get("phase") == "Succeeded":
             entry["phase"] = "Succeeded"  # never regresses, whatever the children show
+            if old.get("fingerprint") not in (None, made_under):
+                stale = stale or stage
         elif entry["phase"] == "Running" and stage in (logs or {}):
             read_at, log = (logs or {})[stage]
             live = live_progress(spec, stage, log, read_at)
@@ -185,10 +215,23 @@ def advance(
         if entry["phase"] == "Succeeded" or verdict is not None:
             delete.extend(observed.servers.get(stage, ()) if entry["phase"] == "Succeeded" else ())
             continue
+        if stale is not None:  # what this stage would read was made under an earlier spec
+            verdict = _stale(stale, run.generation)
+            continue
+        if stopping:
+            delete.extend([*(a.workload for a in stopping), *observed.servers.get(stage, ())])
+            entry.update(
+                phase="Pending", message=f"attempt {stopping[-1].number} stopping: the stage runs again"
+            )
+            verdict = Verdict("Running", "StageRestarting", f"stage {stage.value}: {entry['message']}")
+            continue
         step = _current_stage(run, stage, entry, attempts, observed, now=now, held=held)
         verdict, wake_at = step.verdict, step.wake_at
         create.extend(step.create)
         delete.extend(step.delete)
+        if step.create:
+            entry["fingerprint"] = made_under  # what the attempt it starts runs under
+        entry.setdefault("fingerprint", made_under)
         latest = attempts[-1] if attempts else None
         if latest is None or latest.phase != "Running":
             continue
@@ -211,8 +254,11 @@ def advance(
             f"spent ${spent:.2f} of its ${spec.budget_usd:.2f} budget (spec.budgetUsd): suspended; raise "
             "budgetUsd to go on",
         )
+    update: list[Manifest] = []
     if verdict.phase not in TERMINAL and not held:
-        create[:0] = _run_wide_children(run, observed)
+        run_wide = _run_wide_children(run, observed)
+        update = [m for m in run_wide if (m["kind"], m["metadata"]["name"]) in observed.names]
+        create[:0] = [m for m in run_wide if m not in update]
 
     done = sum(1 for e in entries if e["phase"] == "Succeeded")
     enabled_count = sum(1 for e in entries if e["phase"] != "Skipped")
@@ -231,10 +277,23 @@ def advance(
         "estimate": run_estimate(observed, previous.get("estimate") or {}),
         "results": _results(entries),
     }
+    if restarts:
+        status["restarts"] = restarts
     if verdict.phase in TERMINAL:
         status["finishedAt"] = previous.get("finishedAt") or now
     status["startedAt"] = previous.get("startedAt") or now
     events = [
+        *(
+            [
+                Event(
+                    "Normal",
+                    "Restarted",
+                    f"stages from {restart.stage.value} run again (restartFrom id {restart.id})",
+                )
+            ]
+            if restart is not None and restarting
+            else []
+        ),
         *stage_events(previous.get("stages") or [], entries),
         *estimate_events(spec, previous.get("estimate") or {}, status["estimate"]),
         *run_events(previous.get("phase"), verdict),
@@ -243,6 +302,7 @@ def advance(
         create=tuple(create),
         suspend=tuple(suspend),
         activate=tuple(activate),
+        update=tuple(update),
         delete=tuple(dict.fromkeys(delete)),
         status=status,
         events=tuple(events),
@@ -278,7 +338,10 @@ def _current_stage(
     if (
         latest is not None
         and latest.phase == "Failed"
-        and (latest.failure == "Permanent" or latest.number >= section.max_attempts)
+        and (
+            latest.failure == "Permanent"
+            or latest.number - int(entry.get("restartedAfter", 0)) >= section.max_attempts
+        )
     ):
         entry["phase"] = "Failed"
         message = stage_failed_message(stage.value, latest.number, latest.failure, latest.message)
@@ -288,7 +351,9 @@ def _current_stage(
     if latest is None or latest.phase == "Failed":
         # with no attempt left to see (a TTL or a person deleted the Jobs) the status's count goes on:
         # the attempt it names is made again under its own name, never attempt 1 of a fresh count
-        number = latest.number + 1 if latest else max(int(entry.get("attempts", 0)), 1)
+        # after a restart (`restartedAfter`), attempts count on past the ones before it
+        floor = int(entry.get("restartedAfter", 0))
+        number = latest.number + 1 if latest else max(int(entry.get("attempts", 0)), floor + 1)
         if held:
             entry["phase"] = "Pending"
             message = f"suspended before attempt {number} of {stage.value}"
@@ -328,6 +393,37 @@ def _current_stage(
     entry["message"] = f"attempt {latest.number} waiting: {trouble.message}"
     verdict = Verdict("Running", trouble.reason, f"{message}: {trouble.message}")
     return StageStep(verdict, create=create, delete=stray)
+
+
+def _restarted(
+    recorded: Mapping[str, Mapping[str, Any]], observed: Observed, first: Stage, restart_id: str
+) -> dict[str, Mapping[str, Any]]:
+    """The stages from `first` on as they read once a restart is asked for: Pending, counting on from
+    their attempts so far (the attempts before are done with: stopped if running, never read again)."""
+    entries = dict(recorded)
+    for stage in STAGE_ORDER[STAGE_ORDER.index(first) :]:
+        old = recorded.get(stage.value) or {}
+        seen = max((a.number for a in observed.attempts.get(stage, ())), default=0)
+        after = max(seen, int(old.get("attempts", 0)), int(old.get("restartedAfter", 0)))
+        if after:
+            entries[stage.value] = {
+                "name": stage.value,
+                "phase": "Pending",
+                "attempts": after,
+                "restartedAfter": after,
+                "message": f"to run again (restartFrom id {restart_id})",
+            }
+    return entries
+
+
+def _stale(stage: Stage, generation: int) -> Verdict:
+    return Verdict(
+        "Running",
+        "SpecChanged",
+        f"stage {stage.value} ran under an earlier spec: its section or one it reads changed (generation "
+        f"{generation}), and the stages after it refuse output made under another spec. Set "
+        f"spec.restartFrom: {{stage: {stage.value}, id: <a new id>}} to run it again, or undo the edit",
+    )
 
 
 def invalid(previous: Mapping[str, Any], message: str, *, generation: int, now: str) -> dict[str, Any]:

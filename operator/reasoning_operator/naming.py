@@ -21,6 +21,8 @@ LABEL_ROLE = f"{API_GROUP}/role"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "reasoning-operator"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# on the run's ConfigMap: the spec generation its run file was rendered from
+GENERATION_ANNOTATION = "reasoning.dev/generation"
 
 # A DNS-1035 label: what Services and PyTorchJobs (the training operator's webhook) require of a name;
 # Jobs, Deployments and ConfigMaps accept it too, so every child name is one.

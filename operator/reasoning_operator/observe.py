@@ -22,6 +22,7 @@ from reasoning_pipeline.spec import Stage, wire_section
 from reasoning_pipeline.summary import Failure
 
 from reasoning_operator.naming import (
+    GENERATION_ANNOTATION,
     LABEL_ATTEMPT,
     LABEL_ROLE,
     LABEL_RUN_UID,
@@ -95,6 +96,7 @@ class Observed:
     # of the stages whose latest attempt runs: what holds its pods or its servers' pods back
     trouble: Mapping[Stage, Trouble] = field(default_factory=dict)
     servers: Mapping[Stage, tuple[ChildRef, ...]] = field(default_factory=dict)
+    config_generation: int | None = None  # the spec generation the run's ConfigMap was rendered from
     # seconds each pod has held GPUs so far, by pod name, with its stage (finished pods: their whole run)
     pod_gpu_seconds: Mapping[str, tuple[Stage, float]] = field(default_factory=dict)
     names: frozenset[tuple[str, str]] = frozenset()  # (kind, name) of every child seen
@@ -520,6 +522,7 @@ def observe(
     pod_gpu_seconds: dict[str, tuple[Stage, float]] = {}
     names: set[tuple[str, str]] = set()
     kueue_workloads: dict[str, Mapping[str, Any]] = {}
+    config_generation: int | None = None
     for body in children:
         stage = _stage_of(body)
         kind = body.get("kind", "")
@@ -528,6 +531,11 @@ def observe(
             continue
         names.add((kind, body["metadata"]["name"]))
         if stage is None:  # the run's ConfigMap and storage claim
+            if kind == "ConfigMap":
+                rendered = ((body.get("metadata") or {}).get("annotations") or {}).get(
+                    GENERATION_ANNOTATION, ""
+                )
+                config_generation = int(rendered) if rendered.isdigit() else None
             continue
         number = _attempt_of(body)
         role = _labels(body).get(LABEL_ROLE, "")
@@ -564,4 +572,5 @@ def observe(
         },
         pod_gpu_seconds=pod_gpu_seconds,
         names=frozenset(names),
+        config_generation=config_generation,
     )

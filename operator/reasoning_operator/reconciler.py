@@ -135,6 +135,10 @@ class Reconciler:
             self.kube.post_event(body, event)
 
     def _carry_out(self, run: RunRef, body: Mapping[str, Any], plan: Plan) -> None:
+        for manifest in plan.update:  # before any new attempt starts: it mounts what this writes
+            child = ChildRef(manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"])
+            patch = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+            self.cache.put_child(self.kube.merge_patch(run.namespace, child, patch))
         for manifest in plan.create:
             created = self.kube.create(run.namespace, manifest)
             if created is not None:

@@ -34,7 +34,7 @@ class Verdict:
 def _wanted(verdict: Verdict) -> dict[str, tuple[str, str, str]]:
     """type → (status, reason, message) for the three kstatus conditions."""
     running = verdict.phase in ("Pending", "Running")
-    stalled = verdict.phase == "Failed" or verdict.reason == "InvalidSpec"
+    stalled = verdict.phase == "Failed" or verdict.reason in ("InvalidSpec", "SpecChanged")
     return {
         "Ready": (
             "True" if verdict.phase == "Succeeded" else "False",

@@ -14,10 +14,11 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
-from reasoning_pipeline.lineage import RUN_UID_VARIABLE
+from reasoning_pipeline.lineage import RUN_GENERATION_VARIABLE, RUN_UID_VARIABLE
 from reasoning_pipeline.spec import API_GROUP, API_VERSION, KIND, NodePool, Resources, ServedModel, Stage
 
 from reasoning_operator.naming import (
+    GENERATION_ANNOTATION,
     LABEL_ATTEMPT,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
@@ -128,16 +129,25 @@ def run_manifest(run: RunRef) -> Manifest:
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
-        "metadata": {"name": run.name, "namespace": run.namespace, "uid": run.uid},
+        "metadata": {
+            "name": run.name,
+            "namespace": run.namespace,
+            "uid": run.uid,
+            "generation": run.generation,
+        },
         "spec": run.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
     }
 
 
 def run_config_map(run: RunRef) -> Manifest:
+    """The run file the stage programs read; rendered again whenever the spec changes (its generation
+    is in an annotation), so that a program never runs under a spec the operator no longer acts on."""
+    metadata = _metadata(run, config_map_name(run.name), run_labels(run))
+    metadata["annotations"] = {GENERATION_ANNOTATION: str(run.generation)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(run, config_map_name(run.name), run_labels(run)),
+        "metadata": metadata,
         "data": {CONFIG_FILE: yaml.safe_dump(run_manifest(run), sort_keys=False, allow_unicode=True)},
     }
 
@@ -233,6 +243,8 @@ def _common_env(run: RunRef) -> list[EnvVar]:
         {"name": "REASONING_STORAGE_ROOT", "value": mount},
         # the run this pod was made for: a program whose run file is another run's refuses to start
         {"name": RUN_UID_VARIABLE, "value": run.uid},
+        # …and the spec's generation it was made under: an older run file is a stale copy of the ConfigMap
+        {"name": RUN_GENERATION_VARIABLE, "value": str(run.generation)},
         # one model cache on the shared storage: a model is downloaded once per run, not once per pod
         {"name": "HF_HOME", "value": str(PurePosixPath(mount) / "cache" / "huggingface")},
         {"name": "HOME", "value": SCRATCH_DIR},

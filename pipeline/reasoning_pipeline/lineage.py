@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning_pipeline.errors import StageError, TransientStageError
-from reasoning_pipeline.spec import STAGE_ORDER, ReasoningRun, Stage
+from reasoning_pipeline.spec import STAGE_ORDER, ReasoningRun, ReasoningRunSpec, Stage
 from reasoning_pipeline.storage import RunPaths, atomic_write_json, dumps_record
 
 LINEAGE_FILE = "lineage.json"
@@ -41,8 +41,10 @@ PLACEMENT_FIELDS = frozenset(
     }
 )
 CLAIM_WAIT_SECONDS = 600
-# set by the operator in every stage pod: the uid of the run the pod was made for
+# set by the operator in every stage pod: the uid of the run the pod was made for, and the spec's
+# generation it was made under (its run file must be at least that new)
 RUN_UID_VARIABLE = "REASONING_RUN_UID"
+RUN_GENERATION_VARIABLE = "REASONING_RUN_GENERATION"
 SPEC_FIELDS = {
     Stage.GENERATE.value: "generation",
     Stage.TRAIN.value: "training",
@@ -58,25 +60,39 @@ def _without_placement(value: Any) -> Any:
     return value
 
 
-def section_of(run: ReasoningRun, stage: Stage) -> dict[str, Any]:
-    dumped = run.spec.section(stage).model_dump(by_alias=True, mode="json", exclude_none=True)
+def _section(spec: ReasoningRunSpec, stage: Stage) -> dict[str, Any]:
+    dumped = spec.section(stage).model_dump(by_alias=True, mode="json", exclude_none=True)
     section: dict[str, Any] = _without_placement(dumped)
     return section
 
 
-def upstream_of(run: ReasoningRun, stage: Stage) -> Stage | None:
-    """The enabled stage before `stage`: the one whose output it reads."""
+def section_of(run: ReasoningRun, stage: Stage) -> dict[str, Any]:
+    return _section(run.spec, stage)
+
+
+def _upstream(spec: ReasoningRunSpec, stage: Stage) -> Stage | None:
     earlier = STAGE_ORDER[: STAGE_ORDER.index(stage)]
-    enabled = [s for s in earlier if run.spec.section(s).enabled]
+    enabled = [s for s in earlier if spec.section(s).enabled]
     return enabled[-1] if enabled else None
 
 
+def upstream_of(run: ReasoningRun, stage: Stage) -> Stage | None:
+    """The enabled stage before `stage`: the one whose output it reads."""
+    return _upstream(run.spec, stage)
+
+
 def fingerprint(run: ReasoningRun, stage: Stage) -> str:
-    upstream = upstream_of(run, stage)
+    return spec_fingerprint(run.spec, stage)
+
+
+def spec_fingerprint(spec: ReasoningRunSpec, stage: Stage) -> str:
+    """What the stage's output depends on: its section and, through theirs, every stage before it that
+    it reads (the operator compares it too, to see which stages an edit reaches)."""
+    upstream = _upstream(spec, stage)
     chained = {
         "stage": stage.value,
-        "section": section_of(run, stage),
-        "upstream": fingerprint(run, upstream) if upstream else None,
+        "section": _section(spec, stage),
+        "upstream": spec_fingerprint(spec, upstream) if upstream else None,
     }
     return hashlib.sha256(dumps_record(chained).encode()).hexdigest()
 
@@ -134,17 +150,36 @@ def _superseded_path(paths: RunPaths, stage: Stage, old_fingerprint: str) -> Pat
     return candidate
 
 
+def restart_of(run: ReasoningRun, stage: Stage) -> str | None:
+    """The id of the spec's `restartFrom` when it covers `stage` (its stage or an earlier one)."""
+    restart = run.spec.restart_from
+    if restart is None or STAGE_ORDER.index(stage) < STAGE_ORDER.index(restart.stage):
+        return None
+    return restart.id
+
+
+def _is_mine(recorded: dict[str, Any] | None, mine: dict[str, Any]) -> bool:
+    """Made under this spec, and, when a restart covers the stage, since that restart."""
+    if recorded is None or recorded.get("fingerprint") != mine["fingerprint"]:
+        return False
+    return mine.get("restart") is None or recorded.get("restart") == mine["restart"]
+
+
 def claim_stage_dir(run: ReasoningRun, paths: RunPaths, stage: Stage) -> Path:
-    """The stage folder, made under this spec: a folder of another spec is moved aside first."""
+    """The stage folder, made under this spec (and since the restart that covers it): another one is
+    moved aside first."""
     stage_dir = paths.stage_dir(stage)
     recorded = recorded_lineage(stage_dir)
     mine = lineage(run, stage)
-    if recorded is not None and recorded.get("fingerprint") != mine["fingerprint"]:
+    restart = restart_of(run, stage)
+    if restart is not None:
+        mine["restart"] = restart
+    if recorded is not None and not _is_mine(recorded, mine):
         aside = _superseded_path(paths, stage, str(recorded.get("fingerprint", "unknown")))
         aside.parent.mkdir(parents=True, exist_ok=True)
         os.replace(stage_dir, aside)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    if recorded is None or recorded.get("fingerprint") != mine["fingerprint"]:
+    if not _is_mine(recorded, mine):
         atomic_write_json(stage_dir / LINEAGE_FILE, mine)
     return stage_dir
 
@@ -154,10 +189,8 @@ def wait_for_claim(
 ) -> None:
     """The other processes of a distributed stage: rank 0 claims the folder, they wait until it has."""
     deadline = time.monotonic() + timeout
-    mine = fingerprint(run, stage)
-    while (recorded := recorded_lineage(paths.stage_dir(stage))) is None or recorded.get(
-        "fingerprint"
-    ) != mine:
+    mine: dict[str, Any] = {"fingerprint": fingerprint(run, stage), "restart": restart_of(run, stage)}
+    while not _is_mine(recorded_lineage(paths.stage_dir(stage)), mine):
         if time.monotonic() > deadline:
             raise StageError(f"rank 0 did not claim {paths.stage_dir(stage)} within {timeout:.0f} s")
         time.sleep(1)
@@ -170,6 +203,15 @@ def require_run_of_this_pod(run: ReasoningRun) -> None:
     if made_for and made_for != run.metadata.uid:
         raise TransientStageError(
             f"the run file is the one of run uid {run.metadata.uid}, this pod was made for uid {made_for}"
+        )
+    # the operator renders the run file again when the spec changes; a pod made after that may still be
+    # handed the earlier one for a moment (the kubelet's copy of the ConfigMap lags behind)
+    made_under = os.environ.get(RUN_GENERATION_VARIABLE, "")
+    rendered = run.metadata.generation
+    if made_under.isdigit() and rendered is not None and rendered < int(made_under):
+        raise TransientStageError(
+            f"the run file is of the spec's generation {rendered}, this pod was made under generation "
+            f"{made_under}: the node has not seen the run's ConfigMap change yet"
         )
 
 

@@ -788,8 +788,29 @@ class SandboxSpec(SpecModel):
         return self
 
 
+RestartId = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+]
+
+
+class RestartFrom(SpecModel):
+    """Run a stage and every stage after it again, keeping what the stages before it made: once per id,
+    as `kubectl rollout restart` restarts once per annotation value."""
+
+    stage: Stage = Field(description="The first stage to run again; it must be enabled.")
+    id: RestartId = Field(
+        description="Any new value asks for a new rerun (e.g. a date); the same value again does nothing. "
+        "The stages' earlier outputs are moved aside on the storage, never deleted."
+    )
+
+
 class ReasoningRunSpec(SpecModel):
     suspend: bool = Field(default=False, description="Stop creating children and scale the teacher away.")
+    restart_from: RestartFrom | None = Field(
+        default=None,
+        description="Run this stage and the ones after it again (after a fix, a new image, or an edit to "
+        "a stage that has already run), keeping the outputs of the ones before it.",
+    )
     queue_name: str | None = Field(
         default=None, description="Kueue LocalQueue; set as kueue.x-k8s.io/queue-name on every child."
     )
@@ -918,6 +939,11 @@ class ReasoningRunSpec(SpecModel):
             )
         if self.data.enabled and not self.data.sources:
             raise ValueError("data.sources is empty: name at least one source, or disable data")
+        restart = self.restart_from
+        if restart is not None and not self.section(restart.stage).enabled:
+            raise ValueError(
+                f"restartFrom.stage is {restart.stage.value}, which is disabled: name an enabled stage"
+            )
         evaluation = self.evaluation
         if evaluation.enabled and not evaluation.benchmarks:
             raise ValueError(
@@ -947,6 +973,9 @@ class RunMetadata(SpecModel):
         default=None,
         pattern=r"^[A-Za-z0-9-]+$",
         description="The run's uid, set by the API server: its outputs' folder (none for a local run).",
+    )
+    generation: int | None = Field(
+        default=None, description="The spec's generation this run file was rendered from (the operator's)."
     )
 
 

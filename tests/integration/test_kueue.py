@@ -15,15 +15,13 @@ from reasoning_pipeline.spec import Stage
 
 from tests.support.operator import OperatorProcess
 from tests.support.runs import (
-    GROUP,
     LABEL_RUN,
     LABEL_STAGE,
-    PLURAL,
     STAGE_TIMEOUT,
-    VERSION,
     complete_stage,
     create_run,
-    example,
+    from_dataset,
+    patch_spec,
     running_pod,
     status_of,
     storage_for,
@@ -99,14 +97,7 @@ def trainer(custom: client.CustomObjectsApi, namespace: str, run: str) -> dict[s
 
 def trains_only(name: str) -> dict[str, Any]:
     """The Sky-T1 example from an existing dataset, training alone: one PyTorchJob of a whole H100 node."""
-    off = {"enabled": False}
-    document = example()
-    document["metadata"]["name"] = name
-    document["spec"].update(
-        data=off, generation=off, rewrite=off, filter=off, format=off, evaluation=off, queueName=QUEUE
-    )
-    document["spec"]["training"] = {"inputPath": "datasets/sky-t1-17k/sft.jsonl"}
-    return document
+    return from_dataset(name, evaluation={"enabled": False}, queueName=QUEUE)
 
 
 def test_two_runs_that_each_need_a_whole_h100_node_take_turns_on_a_quota_of_one_node(
@@ -159,9 +150,6 @@ def test_a_run_suspended_under_kueue_stays_suspended_and_resumes_with_the_queue_
     Workload (`spec.active`), Kueue evicts it and keeps it suspended, and resumes it when told."""
     namespace, run = restricted, "pausable"
 
-    def patch_spec(**spec: Any) -> None:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run, {"spec": spec})
-
     def teacher_exists() -> bool:
         return bool(
             apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_STAGE}=generate").items
@@ -174,7 +162,7 @@ def test_a_run_suspended_under_kueue_stays_suspended_and_resumes_with_the_queue_
         create_run(custom, namespace, tiny_run(run, queueName=QUEUE))
         complete_stage(core, namespace, run, Stage.DATA)
         running_pod(core, namespace, run, Stage.GENERATE)
-        patch_spec(suspend=True)
+        patch_spec(custom, namespace, run, suspend=True)
         wait_for_phase(custom, namespace, run, "Suspended")
         wait_for(lambda: not teacher_exists(), timeout=STAGE_TIMEOUT, what="the teacher to be scaled away")
         wait_for(driver_suspended, timeout=STAGE_TIMEOUT, what="Kueue to evict and suspend the driver")
@@ -187,7 +175,7 @@ def test_a_run_suspended_under_kueue_stays_suspended_and_resumes_with_the_queue_
         assert driver_suspended()
         assert status_of(custom, namespace, run)["phase"] == "Suspended"
 
-        patch_spec(suspend=False)
+        patch_spec(custom, namespace, run, suspend=False)
         wait_for(teacher_exists, timeout=STAGE_TIMEOUT, what="the teacher to come back")
         complete_stage(core, namespace, run, Stage.GENERATE)
         running_pod(core, namespace, run, Stage.REWRITE)

@@ -28,7 +28,9 @@ from tests.support.runs import (
     create_run,
     example,
     finish,
+    from_dataset,
     generating,
+    patch_spec,
     running_pod,
     stage_summary,
     status_of,
@@ -212,11 +214,7 @@ def test_a_permanent_stage_failure_is_attempted_once_and_its_reason_is_everywher
     backoffLimit made the training operator delete it, and the run said "…reached the specified backoff
     limit")."""
     namespace, run = restricted, "hopeless"
-    off = {"enabled": False}
-    document = example()
-    document["metadata"]["name"] = run
-    document["spec"].update(data=off, generation=off, rewrite=off, filter=off, format=off)
-    document["spec"]["training"] = {"inputPath": "datasets/tiny/sft.jsonl", "maxAttempts": 3}
+    document = from_dataset(run, {"inputPath": "datasets/tiny/sft.jsonl", "maxAttempts": 3})
     with storage_for(core, namespace, run):
         create_run(custom, namespace, document)
         master = running_pod(core, namespace, run, Stage.TRAIN)
@@ -320,11 +318,7 @@ def test_a_run_from_an_existing_dataset_trains_and_evaluates_only(
     restricted: str,
 ) -> None:
     namespace, run = restricted, "from-dataset"
-    off = {"enabled": False}
-    document = example()
-    document["metadata"]["name"] = run
-    document["spec"].update(data=off, generation=off, rewrite=off, filter=off, format=off)
-    document["spec"]["training"] = {"inputPath": "datasets/sky-t1-17k/sft.jsonl"}
+    document = from_dataset(run)
     with storage_for(core, namespace, run):
         create_run(custom, namespace, document)
         complete_stage(core, namespace, run, Stage.TRAIN)
@@ -479,3 +473,64 @@ def test_an_attempt_past_its_deadline_fails_naming_the_field_and_the_next_one_st
             "after attempt 1 failed: the attempt ran past its deadline of 60 s (data.deadlineSeconds)"
             in message
         )
+
+
+def test_an_edit_reaches_the_run_file_and_restart_from_reruns_a_stage_keeping_the_ones_before(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    """A finished run is asked to evaluate again (`restartFrom`); while that runs, its sampling is edited:
+    the run file follows the spec, the attempt that ran under the earlier one is stopped (its pods gone
+    first) and the next runs under the new one. Training, before it, is never touched."""
+    namespace, run = restricted, "rerun"
+    document = from_dataset(run)
+
+    def run_file() -> dict[str, Any]:
+        config = core.read_namespaced_config_map(f"{run}-config", namespace)
+        rendered: dict[str, Any] = yaml.safe_load(config.data["run.yaml"])
+        assert config.metadata.annotations["reasoning.dev/generation"] == str(
+            rendered["metadata"]["generation"]
+        )
+        return rendered
+
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, document)
+        complete_stage(core, namespace, run, Stage.TRAIN)
+        complete_stage(core, namespace, run, Stage.EVALUATE, metrics=STAGE_METRICS[Stage.EVALUATE])
+        wait_for_phase(custom, namespace, run, "Succeeded")
+
+        patch_spec(custom, namespace, run, restartFrom={"stage": "evaluate", "id": "again-1"})
+        evaluator = running_pod(core, namespace, run, Stage.EVALUATE)
+        assert evaluator.metadata.labels["reasoning.dev/attempt"] == "2"
+        assert run_file()["spec"]["restartFrom"] == {"stage": "evaluate", "id": "again-1"}
+        status = status_of(custom, namespace, run)
+        assert [r["id"] for r in status["restarts"]] == ["again-1"]
+        assert [s["phase"] for s in status["stages"]][5:] == ["Succeeded", "Running"]
+
+        patch_spec(custom, namespace, run, evaluation={"sampling": {"temperature": 0.6}})
+        wait_for(
+            lambda: (
+                not batch.list_namespaced_job(
+                    namespace, field_selector=f"metadata.name={run}-evaluate-2"
+                ).items
+            ),
+            timeout=STAGE_TIMEOUT,
+            what="the attempt made under the earlier spec to be gone, its pods first",
+        )
+        evaluator = running_pod(core, namespace, run, Stage.EVALUATE)
+        assert evaluator.metadata.labels["reasoning.dev/attempt"] == "3"
+        assert run_file()["spec"]["evaluation"]["sampling"]["temperature"] == 0.6
+        env = {e.name: e.value for e in evaluator.spec.containers[0].env}
+        assert env["REASONING_RUN_GENERATION"] == str(run_file()["metadata"]["generation"])
+        complete_stage(core, namespace, run, Stage.EVALUATE, metrics=STAGE_METRICS[Stage.EVALUATE])
+        status = wait_for_phase(custom, namespace, run, "Succeeded")
+    assert status["stages"][5]["attempts"] == 1, "training ran once"
+    assert status["stages"][6]["attempts"] == 3
+    assert children_named(batch, custom, namespace, run) == [
+        f"{run}-evaluate-1",
+        f"{run}-evaluate-3",
+        f"{run}-train-1",
+    ]

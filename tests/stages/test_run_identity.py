@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from reasoning_pipeline.cli import run_stage
-from reasoning_pipeline.lineage import RUN_UID_VARIABLE, SUPERSEDED_DIR
+from reasoning_pipeline.lineage import RUN_GENERATION_VARIABLE, RUN_UID_VARIABLE, SUPERSEDED_DIR
 from reasoning_pipeline.spec import Stage
 from reasoning_pipeline.storage import RunPaths
 
@@ -93,3 +93,37 @@ def test_a_pod_whose_run_file_is_another_runs_fails_and_may_pass_later(
     assert code == 1
     assert summary["failure"] == "Transient"
     assert not (tmp_path / "root" / "runs" / "ident" / UID / "data" / "prompts.jsonl").exists()
+
+
+def test_a_restart_moves_the_stages_it_covers_aside_once_and_resumes_after(tmp_path: Path) -> None:
+    """`restartFrom` data, id fix-1: the data stage's earlier output goes aside, the new one records the
+    restart; run again under the same restart (a retry), the folder is kept."""
+    assert run(tmp_path, Stage.DATA, manifest())[0] == 0
+    instance = tmp_path / "root" / "runs" / "ident" / UID
+    restarted = {
+        **manifest(),
+        "spec": {**manifest()["spec"], "restartFrom": {"stage": "data", "id": "fix-1"}},
+    }
+    assert run(tmp_path, Stage.DATA, restarted)[0] == 0
+    (aside,) = (instance / SUPERSEDED_DIR).iterdir()
+    assert (aside / "prompts.jsonl").is_file()
+    assert json.loads((instance / "data" / "lineage.json").read_text())["restart"] == "fix-1"
+    assert run(tmp_path, Stage.DATA, restarted)[0] == 0
+    assert len(list((instance / SUPERSEDED_DIR).iterdir())) == 1, "the same restart again: resumed"
+    # a restart from a later stage does not reach this one
+    later = {**manifest(), "spec": {**manifest()["spec"], "restartFrom": {"stage": "generate", "id": "x"}}}
+    assert run(tmp_path, Stage.DATA, later)[0] == 0
+    assert len(list((instance / SUPERSEDED_DIR).iterdir())) == 1
+
+
+def test_a_pod_handed_an_older_run_file_than_it_was_made_for_waits_for_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUN_GENERATION_VARIABLE, "3")
+    stale = {**manifest(), "metadata": {**manifest()["metadata"], "generation": 2}}
+    code, summary = run(tmp_path, Stage.DATA, stale)
+    assert code == 1
+    assert summary["failure"] == "Transient"
+    assert "generation 2, this pod was made under generation 3" in summary["message"]
+    fresh = {**manifest(), "metadata": {**manifest()["metadata"], "generation": 3}}
+    assert run(tmp_path, Stage.DATA, fresh)[0] == 0

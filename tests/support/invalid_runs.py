@@ -371,6 +371,26 @@ REFUSED_BEFORE_RUN_TIME = [
         with_change("generation.deadlineSeconds", 365 * 86400),
         "spec.generation.deadlineSeconds",
     ),
+    # a restart that cannot be: from a stage the run does not run, under an id that is not a name
+    (
+        "restart-from-a-disabled-stage",
+        with_changes(
+            ("restartFrom", {"stage": "rewrite", "id": "1"}),
+            ("rewrite.enabled", False),
+            ("filter.inputPath", "runs/x/rewritten.jsonl"),
+        ),
+        "restartFrom.stage names a disabled stage",
+    ),
+    (
+        "restart-from-a-stage-not-in-the-recipe",
+        with_change("restartFrom", {"stage": "distill", "id": "1"}),
+        "spec.restartFrom.stage: Unsupported value",
+    ),
+    (
+        "restart-id-with-spaces",
+        with_change("restartFrom", {"stage": "train", "id": "fix it"}),
+        "spec.restartFrom.id",
+    ),
     # money that cannot be
     ("budget-below-zero", with_change("budgetUsd", -5), "spec.budgetUsd"),
     (

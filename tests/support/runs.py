@@ -176,6 +176,20 @@ def wait_for_events(
     return wait_for(posted, timeout=STAGE_TIMEOUT, what=f"events {sorted(reasons)} on run {run}")
 
 
+def from_dataset(name: str, training: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """The Sky-T1 example started from an existing SFT dataset: it trains and evaluates only."""
+    off = {"enabled": False}
+    document = example()
+    document["metadata"]["name"] = name
+    document["spec"].update(data=off, generation=off, rewrite=off, filter=off, format=off, **spec)
+    document["spec"]["training"] = training or {"inputPath": "datasets/sky-t1-17k/sft.jsonl"}
+    return document
+
+
+def patch_spec(custom: client.CustomObjectsApi, namespace: str, name: str, **spec: Any) -> None:
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
+
+
 def tiny_run(name: str, **spec: Any) -> dict[str, Any]:
     document = example("tiny.yaml")
     document["metadata"]["name"] = name

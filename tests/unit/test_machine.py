@@ -14,7 +14,7 @@ import yaml
 from reasoning_operator.cost import gpu_resources
 from reasoning_operator.machine import Plan, advance, retry_backoff_seconds
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_STAGE
-from reasoning_operator.observe import Observed, observe, parse_summary
+from reasoning_operator.observe import ChildRef, Observed, observe, parse_summary
 from reasoning_operator.run import RunRef
 from reasoning_pipeline.estimate import merge_estimates
 from reasoning_pipeline.spec import Stage
@@ -26,10 +26,11 @@ NOW = "2026-12-02T10:00:00Z"
 FINISHED = "2026-12-02T09:30:00Z"  # when the tests' pods end, by default: long before NOW
 
 
-def run_of(example: str = "sky-t1-32b-preview.yaml", **spec_changes: Any) -> RunRef:
+def run_of(example: str = "sky-t1-32b-preview.yaml", *, edit: int = 1, **spec_changes: Any) -> RunRef:
+    """The example with `spec_changes`, as the API server holds it after `edit` writes of its spec."""
     document = yaml.safe_load((EXAMPLES / example).read_text())
     document["spec"].update(spec_changes)
-    document["metadata"].update(namespace="team", uid="uid-1", generation=1)
+    document["metadata"].update(namespace="team", uid="uid-1", generation=edit)
     return RunRef.from_body(document)
 
 
@@ -55,6 +56,8 @@ class Cluster:
             body["metadata"]["creationTimestamp"] = "2026-12-02T09:00:00Z"
             body["metadata"]["uid"] = f"uid-of-{body['metadata']['name']}"
             self.objects[(body["kind"], body["metadata"]["name"])] = body
+        for manifest in plan.update:
+            self.objects[(manifest["kind"], manifest["metadata"]["name"])] = copy.deepcopy(manifest)
         for child, suspend in plan.suspend:
             spec = self.objects[(child.kind, child.name)]["spec"]
             (spec.setdefault("runPolicy", {}) if child.kind == "PyTorchJob" else spec)["suspend"] = suspend
@@ -937,3 +940,119 @@ def test_a_running_stage_shows_its_pods_progress_rate_and_what_is_left_in_time_a
     cluster.finish(Stage.GENERATE, 1)
     plan = cluster.step()
     assert plan.status["stages"][1]["progress"] == {"done": 10, "total": 10}
+
+
+# ---------------------------------------------------------------------------- edits and restarts
+def config_generation(cluster: Cluster) -> str:
+    return str(
+        cluster.objects[("ConfigMap", "sky-t1-32b-preview-config")]["metadata"]["annotations"][
+            "reasoning.dev/generation"
+        ]
+    )
+
+
+def run_through(cluster: Cluster, *stages: Stage) -> Plan:
+    plan = cluster.step()
+    for stage in stages:
+        cluster.finish(stage, 1)
+        plan = cluster.step()
+    return plan
+
+
+def test_an_edit_renders_the_run_file_again_and_only_stops_the_attempts_whose_spec_it_changes() -> None:
+    cluster = Cluster(run_of())
+    run_through(cluster, Stage.DATA)  # generate runs: the teacher and the driver, attempt 1
+    assert config_generation(cluster) == "1"
+    # a field that only says where or how fast: the run file follows, the attempt goes on
+    cluster.run = run_of(edit=2, generation={"concurrency": 8})
+    plan = cluster.step()
+    assert [m["kind"] for m in plan.update] == ["ConfigMap"]
+    assert config_generation(cluster) == "2"
+    assert plan.delete == ()
+    assert plan.status["stages"][1]["message"] == "attempt 1 running"
+    # the teacher's sampling: what generate makes changes, so attempt 1 stops, servers and all
+    cluster.run = run_of(edit=3, generation={"concurrency": 8, "sampling": {"temperature": 0.6}})
+    plan = cluster.step()
+    assert config_generation(cluster) == "3"
+    assert {c.name for c in plan.delete} == {
+        "sky-t1-32b-preview-generate-1",
+        "sky-t1-32b-preview-generate-server",
+    }
+    generate = plan.status["stages"][1]
+    assert generate["message"] == "attempt 1 stopping: the stage runs again"
+    assert conditions_of(plan.status)["Reconciling"]["reason"] == "StageRestarting"
+    # once it is gone, attempt 2 runs under the new spec, with its servers made again
+    plan = cluster.step()
+    assert ("Job", "sky-t1-32b-preview-generate-2") in cluster.kinds(plan.create)
+    assert ("Deployment", "sky-t1-32b-preview-generate-server") in cluster.kinds(plan.create)
+    assert plan.status["stages"][1]["attempts"] == 2
+    cluster.finish(Stage.GENERATE, 2)
+    assert stage_phases(cluster.step().status)["generate"] == "Succeeded"
+
+
+def test_an_edit_to_a_stage_that_has_run_holds_the_run_until_it_is_restarted_from_there() -> None:
+    cluster = Cluster(run_of())
+    run_through(cluster, Stage.DATA, Stage.GENERATE)  # rewrite runs
+    cluster.run = run_of(edit=2, generation={"sampling": {"temperature": 0.6}})
+    plan = cluster.step()
+    assert plan.status["phase"] == "Running"
+    stalled = conditions_of(plan.status)["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "SpecChanged")
+    assert "stage generate ran under an earlier spec" in stalled["message"]
+    assert "spec.restartFrom: {stage: generate, id: <a new id>}" in stalled["message"]
+    assert plan.create == (), "rewrite would refuse what generate made under the earlier spec"
+    # undone, the run goes on where it was
+    cluster.run = run_of(edit=3)
+    assert conditions_of(cluster.step().status)["Stalled"]["status"] == "False"
+
+
+def test_restart_from_a_stage_reruns_it_and_the_ones_after_keeping_the_ones_before() -> None:
+    cluster = Cluster(run_of())
+    plan = run_through(cluster, *Stage)
+    assert plan.status["phase"] == "Succeeded"
+    cluster.run = run_of(edit=2, restartFrom={"stage": "train", "id": "fix-1"})
+    plan = cluster.step()
+    assert [(e.type, e.reason) for e in plan.events if e.reason == "Restarted"] == [("Normal", "Restarted")]
+    assert plan.status["restarts"] == [{"id": "fix-1", "stage": "train", "at": NOW}]
+    assert "finishedAt" not in plan.status
+    assert plan.status["phase"] == "Running"
+    phases = stage_phases(plan.status)
+    assert [phases[s.value] for s in Stage] == ["Succeeded"] * 5 + ["Running", "Pending"]
+    assert ("PyTorchJob", "sky-t1-32b-preview-train-2") in cluster.kinds(plan.create)
+    train = plan.status["stages"][5]
+    assert (train["attempts"], train["restartedAfter"]) == (2, 1)
+    # the same id again is the same restart: nothing more happens
+    cluster.finish(Stage.TRAIN, 2)
+    cluster.step()
+    cluster.finish(Stage.EVALUATE, 2)
+    plan = cluster.step()
+    assert plan.status["phase"] == "Succeeded"
+    assert len(plan.status["restarts"]) == 1
+    assert cluster.step().create == ()
+    # a new id while the train stage runs again: its attempt stops, then attempt 4 (after 3) starts
+    cluster.run = run_of(edit=3, restartFrom={"stage": "train", "id": "fix-2"})
+    plan = cluster.step()
+    plan = cluster.step()
+    running = cluster.workload(Stage.TRAIN, 3)
+    cluster.run = run_of(edit=4, restartFrom={"stage": "train", "id": "fix-3"})
+    plan = cluster.step()
+    assert ChildRef("kubeflow.org/v1", "PyTorchJob", running["metadata"]["name"]) in plan.delete
+    plan = cluster.step()
+    assert ("PyTorchJob", "sky-t1-32b-preview-train-4") in cluster.kinds(plan.create)
+
+
+def test_attempts_after_a_restart_count_against_max_attempts_afresh() -> None:
+    cluster = Cluster(run_of(training={"maxAttempts": 2}))
+    run_through(cluster, Stage.DATA, Stage.GENERATE, Stage.REWRITE, Stage.FILTER, Stage.FORMAT)
+    cluster.finish(Stage.TRAIN, 1, ok=False)
+    cluster.step(now="2026-12-02T11:00:00Z")
+    cluster.finish(Stage.TRAIN, 2, ok=False)
+    plan = cluster.step(now="2026-12-02T12:00:00Z")
+    assert plan.status["phase"] == "Failed"
+    cluster.run = run_of(edit=2, training={"maxAttempts": 2}, restartFrom={"stage": "train", "id": "again"})
+    plan = cluster.step(now="2026-12-02T12:01:00Z")
+    assert plan.status["phase"] == "Running"
+    assert ("PyTorchJob", "sky-t1-32b-preview-train-3") in cluster.kinds(plan.create)
+    cluster.finish(Stage.TRAIN, 3, ok=False)
+    plan = cluster.step(now="2026-12-02T13:00:00Z")
+    assert plan.status["phase"] == "Running", "attempt 1 of 2 since the restart"

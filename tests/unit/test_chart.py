@@ -36,7 +36,7 @@ NAMESPACED_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("batch", "jobs"): MANAGE,
     ("apps", "deployments"): CREATE_DELETE,
     ("", "services"): CREATE_DELETE,
-    ("", "configmaps"): CREATE_DELETE,
+    ("", "configmaps"): MANAGE,  # the run file, patched when the spec changes
     ("", "persistentvolumeclaims"): READ | {"create"},  # storage outlives its run: never deleted
     ("", "pods"): READ,
     ("", "pods/log"): frozenset({"get"}),  # a running stage's progress line

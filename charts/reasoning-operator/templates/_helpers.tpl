@@ -75,8 +75,12 @@ Pods reference the rewrite API key's Secret by secretKeyRef: the kubelet reads i
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# the run's run.yaml, rendered again when the spec changes
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create"]

@@ -150,7 +150,7 @@ def estimate_events(
         for name, figures in (current.get("stages") or {}).items()
         if figures.get("usd") or figures.get("apiUSD")
     )
-    message = f"estimated ${total} ({said}; assumptions in spec.estimate)"
+    message = f"estimated ${total} ({said + '; ' if said else ''}assumptions in spec.estimate)"
     if spec.budget_usd is not None and float(total) > spec.budget_usd:
         return [
             Event(

@@ -503,6 +503,11 @@ def test_an_edit_reaches_the_run_file_and_restart_from_reruns_a_stage_keeping_th
         wait_for_phase(custom, namespace, run, "Succeeded")
 
         patch_spec(custom, namespace, run, restartFrom={"stage": "evaluate", "id": "again-1"})
+        wait_for(
+            lambda: status_of(custom, namespace, run).get("restarts"),
+            timeout=STAGE_TIMEOUT,
+            what="the operator to take the restart in",
+        )
         evaluator = running_pod(core, namespace, run, Stage.EVALUATE)
         assert evaluator.metadata.labels["reasoning.dev/attempt"] == "2"
         assert run_file()["spec"]["restartFrom"] == {"stage": "evaluate", "id": "again-1"}

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from reasoning_pipeline.lineage import spec_fingerprint
-from reasoning_pipeline.spec import STAGE_ORDER, Stage
+from reasoning_pipeline.spec import STAGE_ORDER, ReasoningRunSpec, Stage, wire_section
 
 from reasoning_operator import stages
 from reasoning_operator.cost import (
@@ -32,8 +32,16 @@ from reasoning_operator.cost import (
     run_estimate,
     spent_usd,
 )
-from reasoning_operator.naming import config_map_name, storage_claim_name
-from reasoning_operator.observe import Attempt, ChildRef, Observed, parse_time, ref_of, timestamp
+from reasoning_operator.naming import FAILURE_ANNOTATION, config_map_name, storage_claim_name
+from reasoning_operator.observe import (
+    Attempt,
+    ChildRef,
+    Observed,
+    UnreadyServer,
+    parse_time,
+    ref_of,
+    timestamp,
+)
 from reasoning_operator.run import RunRef
 from reasoning_operator.status import (
     Event,
@@ -59,6 +67,8 @@ class Plan:
     # Kueue Workloads whose `spec.active` must change: under Kueue a run is suspended through them
     activate: tuple[tuple[str, bool], ...] = ()
     update: tuple[Manifest, ...] = ()  # children to render again (the run's ConfigMap, after an edit)
+    # workloads the operator ends as failed, and why: their deadline is cut short, the reason annotated
+    fail: tuple[tuple[ChildRef, str], ...] = ()
     delete: tuple[ChildRef, ...] = ()
     status: Mapping[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
@@ -77,6 +87,38 @@ def retry_not_before(failed: Attempt) -> str | None:
         return None
     moment = parse_time(failed.finished_at) + timedelta(seconds=retry_backoff_seconds(failed.number))
     return timestamp(moment)
+
+
+def server_ready_timeout(spec: ReasoningRunSpec, stage: Stage) -> float | None:
+    """How long a stage's servers may take to become ready (the spec's; None: not watched)."""
+    return {
+        Stage.GENERATE: spec.generation.server_ready_timeout_seconds,
+        Stage.EVALUATE: spec.evaluation.server_ready_timeout_seconds,
+    }.get(stage)
+
+
+def overdue_servers(
+    spec: ReasoningRunSpec, stage: Stage, observed: Observed, now: str
+) -> list[UnreadyServer]:
+    """The stage's server pods that run but have not become ready within the spec's time."""
+    timeout = server_ready_timeout(spec, stage)
+    if timeout is None:
+        return []
+    moment = parse_time(now)
+    return [
+        server
+        for server in observed.unready_servers.get(stage, ())
+        if (moment - parse_time(server.started_at)).total_seconds() > timeout
+    ]
+
+
+def fail_patch(workload: ChildRef, message: str) -> Manifest:
+    """Ends a running workload as failed through its own controller (the deadline cut to a second: its
+    pods are killed and it is marked failed) with the reason where the operator reads it back."""
+    annotations = {"metadata": {"annotations": {FAILURE_ANNOTATION: message}}}
+    if workload.kind == "PyTorchJob":
+        return {**annotations, "spec": {"runPolicy": {"activeDeadlineSeconds": 1}}}
+    return {**annotations, "spec": {"activeDeadlineSeconds": 1}}
 
 
 def suspend_patch(workload: ChildRef, suspend: bool) -> Manifest:
@@ -158,14 +200,17 @@ def advance(
     *,
     now: str,
     logs: Mapping[Stage, tuple[str, str]] | None = None,
+    server_logs: Mapping[str, str] | None = None,
 ) -> Plan:
-    """`logs`: of running stages, (when read, the tail of the log) of the pod that reports progress."""
+    """`logs`: of running stages, (when read, the tail of the log) of the pod that reports progress;
+    `server_logs`: by pod name, the log tails of servers not ready past their time."""
     spec = run.spec
     recorded = {s.get("name"): s for s in previous.get("stages") or []}
     create: list[Manifest] = []
     suspend: list[tuple[ChildRef, bool]] = []
     activate: list[tuple[str, bool]] = []
     delete: list[ChildRef] = []
+    fail: list[tuple[ChildRef, str]] = []
     entries: list[dict[str, Any]] = []
     verdict: Verdict | None = None
     wake_at: str | None = None
@@ -225,10 +270,11 @@ def advance(
             )
             verdict = Verdict("Running", "StageRestarting", f"stage {stage.value}: {entry['message']}")
             continue
-        step = _current_stage(run, stage, entry, attempts, observed, now=now, held=held)
+        step = _current_stage(run, stage, entry, attempts, observed, now=now, held=held, logs=server_logs)
         verdict, wake_at = step.verdict, step.wake_at
         create.extend(step.create)
         delete.extend(step.delete)
+        fail.extend(step.fail)
         if step.create:
             entry["fingerprint"] = made_under  # what the attempt it starts runs under
         entry.setdefault("fingerprint", made_under)
@@ -303,6 +349,7 @@ def advance(
         suspend=tuple(suspend),
         activate=tuple(activate),
         update=tuple(update),
+        fail=tuple(fail),
         delete=tuple(dict.fromkeys(delete)),
         status=status,
         events=tuple(events),
@@ -318,6 +365,7 @@ class StageStep:
     create: Sequence[Manifest] = ()
     delete: Sequence[ChildRef] = ()
     wake_at: str | None = None
+    fail: Sequence[tuple[ChildRef, str]] = ()
 
 
 def _current_stage(
@@ -329,6 +377,7 @@ def _current_stage(
     *,
     now: str,
     held: bool,
+    logs: Mapping[str, str] | None = None,
 ) -> StageStep:
     """The first stage not yet succeeded: start, retry, keep, suspend or give up on its driver."""
     spec = run.spec
@@ -385,6 +434,17 @@ def _current_stage(
     stray = [r for r in servers if (r.kind, r.name) not in wanted_servers]
     create += _missing(server_manifests, observed)
     message = f"stage {stage.value}: attempt {latest.number} of {section.max_attempts}"
+    overdue = overdue_servers(spec, stage, observed, now)
+    if overdue and not latest.suspended:
+        said = _server_words(overdue[0], (logs or {}).get(overdue[0].pod, ""))
+        field = f"{wire_section(stage)}.serverReadyTimeoutSeconds"
+        within = server_ready_timeout(spec, stage) or 0
+        why = f"server pod {overdue[0].pod} did not become ready within {within:.0f} s ({field}); {said}"
+        entry["message"] = f"attempt {latest.number} failing: {why}"
+        entry["waiting"] = {"reason": "ServerNotReady", "message": why}
+        verdict = Verdict("Running", "ServerNotReady", f"{message}: {why}")
+        # its servers go with it: the next attempt starts them afresh
+        return StageStep(verdict, delete=servers, fail=((latest.workload, why),))
     trouble = observed.trouble.get(stage)
     if trouble is None:
         return StageStep(Verdict("Running", "StageRunning", message), create=create, delete=stray)
@@ -393,6 +453,13 @@ def _current_stage(
     entry["message"] = f"attempt {latest.number} waiting: {trouble.message}"
     verdict = Verdict("Running", trouble.reason, f"{message}: {trouble.message}")
     return StageStep(verdict, create=create, delete=stray)
+
+
+def _server_words(server: UnreadyServer, log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    if lines:
+        return f"its last log line: {lines[-1][-400:]}"
+    return f"its container {server.container} has run since {server.started_at} and wrote no log line"
 
 
 def _restarted(

@@ -23,6 +23,8 @@ MANAGED_BY = "reasoning-operator"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # on the run's ConfigMap: the spec generation its run file was rendered from
 GENERATION_ANNOTATION = "reasoning.dev/generation"
+# on a workload the operator ended (its deadline cut short): why, in the stage's words
+FAILURE_ANNOTATION = "reasoning.dev/failed-because"
 
 # A DNS-1035 label: what Services and PyTorchJobs (the training operator's webhook) require of a name;
 # Jobs, Deployments and ConfigMaps accept it too, so every child name is one.

@@ -22,6 +22,7 @@ from reasoning_pipeline.spec import Stage, wire_section
 from reasoning_pipeline.summary import Failure
 
 from reasoning_operator.naming import (
+    FAILURE_ANNOTATION,
     GENERATION_ANNOTATION,
     LABEL_ATTEMPT,
     LABEL_ROLE,
@@ -91,12 +92,22 @@ class Trouble:
 
 
 @dataclass(frozen=True)
+class UnreadyServer:
+    """A server pod whose container runs but does not answer its readiness probe (yet)."""
+
+    pod: str
+    container: str
+    started_at: str
+
+
+@dataclass(frozen=True)
 class Observed:
     attempts: Mapping[Stage, tuple[Attempt, ...]] = field(default_factory=dict)  # oldest first
     # of the stages whose latest attempt runs: what holds its pods or its servers' pods back
     trouble: Mapping[Stage, Trouble] = field(default_factory=dict)
     servers: Mapping[Stage, tuple[ChildRef, ...]] = field(default_factory=dict)
     config_generation: int | None = None  # the spec generation the run's ConfigMap was rendered from
+    unready_servers: Mapping[Stage, tuple[UnreadyServer, ...]] = field(default_factory=dict)
     # seconds each pod has held GPUs so far, by pod name, with its stage (finished pods: their whole run)
     pod_gpu_seconds: Mapping[str, tuple[Stage, float]] = field(default_factory=dict)
     names: frozenset[tuple[str, str]] = frozenset()  # (kind, name) of every child seen
@@ -353,6 +364,14 @@ def _trouble(pods: Iterable[Mapping[str, Any]]) -> Trouble | None:
     return next((found for found in map(pod_trouble, pods) if found is not None), None)
 
 
+def _unready(pod: Mapping[str, Any]) -> UnreadyServer | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        started = ((container.get("state") or {}).get("running") or {}).get("startedAt")
+        if started and not container.get("ready"):
+            return UnreadyServer(pod["metadata"]["name"], str(container.get("name")), str(started))
+    return None
+
+
 def _past_deadline(failed: Mapping[str, Any]) -> bool:
     """A Job's (reason DeadlineExceeded) or the training operator's (its message says so) verdict."""
     return failed.get("reason") == "DeadlineExceeded" or "deadline" in str(failed.get("message", "")).lower()
@@ -438,7 +457,10 @@ def _attempt(
         message = str(summary.get("message") or "")
         return replace(running, phase="Succeeded", message=message, finished_at=finished_at)
     failure: Failure = "Transient"
-    if failed is not None and _past_deadline(failed):
+    ended_by_operator = ((workload.get("metadata") or {}).get("annotations") or {}).get(FAILURE_ANNOTATION)
+    if failed is not None and _past_deadline(failed) and ended_by_operator:
+        message = str(ended_by_operator)  # the operator cut the deadline short, and said why
+    elif failed is not None and _past_deadline(failed):
         # the controller killed the pods: whatever they said last, the deadline is why
         deadline = spec.get("activeDeadlineSeconds") or (spec.get("runPolicy") or {}).get(
             "activeDeadlineSeconds"
@@ -573,4 +595,9 @@ def observe(
         pod_gpu_seconds=pod_gpu_seconds,
         names=frozenset(names),
         config_generation=config_generation,
+        unready_servers={
+            stage: unready
+            for stage, found in server_pods.items()
+            if (unready := tuple(u for u in map(_unready, found) if u is not None))
+        },
     )

@@ -21,7 +21,14 @@ from reasoning_operator import metrics
 from reasoning_operator.cache import Cache, RunKey
 from reasoning_operator.cost import gpu_resources
 from reasoning_operator.kube import Kube
-from reasoning_operator.machine import Plan, advance, invalid, suspend_patch
+from reasoning_operator.machine import (
+    Plan,
+    advance,
+    fail_patch,
+    invalid,
+    overdue_servers,
+    suspend_patch,
+)
 from reasoning_operator.observe import (
     KUEUE_JOB_UID_LABEL,
     KUEUE_WORKLOAD_API,
@@ -118,7 +125,8 @@ class Reconciler:
             children += self._kueue_workloads(run, children)
             observed = observe(children, gpu_resources=gpu_resources(run.spec), now=now)
             logs = self._progress_logs(key, run, observed, now)
-            plan = advance(run, observed, previous, now=timestamp(now), logs=logs)
+            server_logs = self._overdue_server_logs(run, observed, now)
+            plan = advance(run, observed, previous, now=timestamp(now), logs=logs, server_logs=server_logs)
         except InvalidRun as error:  # also a reference the schema cannot check (a node pool's name)
             status = invalid(previous, str(error), generation=generation, now=timestamp(now))
             if status != previous:
@@ -149,6 +157,8 @@ class Reconciler:
             self.cache.put_child(
                 self.kube.merge_patch(run.namespace, workload, suspend_patch(workload, suspend))
             )
+        for workload, why in plan.fail:
+            self.cache.put_child(self.kube.merge_patch(run.namespace, workload, fail_patch(workload, why)))
         for name, active in plan.activate:
             kueue_workload = ChildRef(KUEUE_WORKLOAD_API, "Workload", name)
             self.kube.merge_patch(run.namespace, kueue_workload, {"spec": {"active": active}})
@@ -178,6 +188,20 @@ class Reconciler:
                 self._logs[(key, stage)] = held
             logs[stage] = (held[2], held[3])
         return logs
+
+    def _overdue_server_logs(self, run: RunRef, observed: Observed, now: datetime) -> dict[str, str]:
+        """The log tails of server pods not ready past their time (a pass or two: their attempt ends)."""
+        return {
+            server.pod: self.kube.pod_log(
+                run.namespace,
+                server.pod,
+                server.container,
+                lines=PROGRESS_LOG_LINES,
+                limit_bytes=PROGRESS_LOG_BYTES,
+            )
+            for stage in observed.unready_servers
+            for server in overdue_servers(run.spec, stage, observed, timestamp(now))
+        }
 
     def _kueue_workloads(self, run: RunRef, children: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Kueue's Workloads for the run's unfinished queued workloads, read when needed: they carry

@@ -310,7 +310,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
                     concurrency=EVALUATION_CONCURRENCY,
                     max_retries=EVALUATION_RETRIES,
                     request_timeout=3600,
-                    ready_timeout=1800,
+                    ready_timeout=spec.server_ready_timeout_seconds,
                     description=f"evaluate {name}",
                     to_record=to_record,
                     on_permanent=not_journaled,

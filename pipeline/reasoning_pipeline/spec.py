@@ -387,7 +387,8 @@ class GenerationSpec(StageCommon):
         default=1800,
         gt=0,
         le=86400,
-        description="How long to wait for the teacher server to answer before failing.",
+        description="How long the teacher's servers may take to become ready: past it the driver gives "
+        "up waiting, and the operator fails the attempt with the server's last log line.",
     )
     input_path: StoragePath | None = Field(
         default=None, description="Prompts file to use instead of the data stage's output."
@@ -633,6 +634,13 @@ class EvaluationSpec(StageCommon):
     )
     server: EvaluationServer = Field(
         default_factory=EvaluationServer, description="How the model being evaluated is served."
+    )
+    server_ready_timeout_seconds: float = Field(
+        default=1800,
+        gt=0,
+        le=86400,
+        description="How long the evaluated models' servers may take to become ready: past it the driver "
+        "gives up waiting, and the operator fails the attempt with the server's last log line.",
     )
     system_prompt: str = Field(default=STILL2_SYSTEM_PROMPT, description="System prompt at inference.")
     code_timeout_seconds: float = Field(

@@ -6,7 +6,7 @@ program would have written it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -450,6 +450,87 @@ def test_a_stage_whose_pod_cannot_be_scheduled_says_so_with_the_schedulers_words
             e for e in wait_for_events(core, namespace, run, {"Unschedulable"}) if e.reason == "Unschedulable"
         ]
         assert event.type == "Warning"
+
+
+def test_a_teacher_not_ready_within_its_time_fails_the_attempt_and_the_next_starts_it_afresh(
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    batch: client.BatchV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    """The teacher's container runs and never becomes ready (its status set as a kubelet would, as a
+    server that cannot load its model leaves it): past generation.serverReadyTimeoutSeconds the operator
+    ends the driver's Job through the Job controller, says why, and the next attempt gets new servers."""
+    namespace, run = restricted, "unready"
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, tiny_run(run, generation={"serverReadyTimeoutSeconds": 5}))
+        complete_stage(core, namespace, run, Stage.DATA)
+        selector = f"{LABEL_RUN}={run},{LABEL_STAGE}=generate,reasoning.dev/role=server"
+        teacher = wait_for(
+            lambda: [
+                p
+                for p in core.list_namespaced_pod(namespace, label_selector=selector).items
+                if p.status.phase == "Running"
+            ],
+            timeout=STAGE_TIMEOUT,
+            what="the teacher's pod running",
+        )[0]
+        started = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        container = teacher.spec.containers[0]
+        core.patch_namespaced_pod_status(
+            teacher.metadata.name,
+            namespace,
+            {
+                "status": {
+                    "conditions": [
+                        {"type": "Ready", "status": "False"},
+                        {"type": "ContainersReady", "status": "False"},
+                    ],
+                    "containerStatuses": [
+                        {
+                            "name": container.name,
+                            "image": container.image,
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "started": True,
+                            "state": {"running": {"startedAt": started}},
+                        }
+                    ],
+                }
+            },
+        )
+
+        def failed_over() -> dict[str, Any] | None:
+            status = status_of(custom, namespace, run)
+            generate = status["stages"][1]
+            return status if generate.get("attempts", 0) >= 2 else None
+
+        status = wait_for(
+            failed_over, timeout=STAGE_TIMEOUT, what="attempt 2 after the teacher was not ready"
+        )
+        message = status["stages"][1]["message"]
+        assert (
+            f"after attempt 1 failed: server pod {teacher.metadata.name} did not become ready within 5 s"
+            in message
+        )
+        assert "(generation.serverReadyTimeoutSeconds)" in message
+        job = batch.read_namespaced_job(f"{run}-generate-1", namespace)
+        assert [c.reason for c in job.status.conditions if c.type == "Failed"] == ["DeadlineExceeded"]
+        wait_for(
+            lambda: (
+                teacher.metadata.name
+                not in {
+                    p.metadata.name
+                    for p in core.list_namespaced_pod(namespace, label_selector=selector).items
+                }
+            ),
+            timeout=STAGE_TIMEOUT,
+            what="the unready teacher to be replaced",
+        )
+        wait_for_events(core, namespace, run, {"ServerNotReady"})
 
 
 def test_an_attempt_past_its_deadline_fails_naming_the_field_and_the_next_one_starts(

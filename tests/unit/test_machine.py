@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from reasoning_operator.cost import gpu_resources
-from reasoning_operator.machine import Plan, advance, retry_backoff_seconds
+from reasoning_operator.machine import Plan, advance, fail_patch, retry_backoff_seconds
 from reasoning_operator.naming import LABEL_ATTEMPT, LABEL_STAGE
 from reasoning_operator.observe import ChildRef, Observed, observe, parse_summary
 from reasoning_operator.run import RunRef
@@ -1056,3 +1056,47 @@ def test_attempts_after_a_restart_count_against_max_attempts_afresh() -> None:
     cluster.finish(Stage.TRAIN, 3, ok=False)
     plan = cluster.step(now="2026-12-02T13:00:00Z")
     assert plan.status["phase"] == "Running", "attempt 1 of 2 since the restart"
+
+
+def test_a_server_not_ready_within_its_time_fails_the_attempt_with_its_last_log_line() -> None:
+    """The teacher's pod runs but never answers its readiness probe: past
+    generation.serverReadyTimeoutSeconds (30 minutes by default) the operator ends the driver's attempt
+    through its Job (deadline cut short, the reason annotated), deletes the servers, and the next
+    attempt starts them afresh."""
+    cluster = Cluster(run_of())
+    run_through(cluster, Stage.DATA)  # generate: the teacher and the driver
+    loading = {
+        "phase": "Running",
+        "containerStatuses": [
+            {"name": "server", "ready": False, "state": {"running": {"startedAt": "2026-12-02T09:20:00Z"}}}
+        ],
+    }
+    name = pending_pod(cluster, Stage.GENERATE, loading, server=True)
+    assert cluster.step(now="2026-12-02T09:45:00Z").fail == (), "25 minutes: still its time"
+    log = "INFO loading weights\nERROR torch.OutOfMemoryError: CUDA out of memory\n"
+    plan = advance(
+        cluster.run, cluster.observed(), cluster.status, now="2026-12-02T09:51:00Z", server_logs={name: log}
+    )
+    ((workload, why),) = plan.fail
+    assert workload.name == "sky-t1-32b-preview-generate-1"
+    assert why == (
+        f"server pod {name} did not become ready within 1800 s (generation.serverReadyTimeoutSeconds); "
+        "its last log line: ERROR torch.OutOfMemoryError: CUDA out of memory"
+    )
+    assert {c.kind for c in plan.delete} == {"Deployment", "Service"}
+    generate = plan.status["stages"][1]
+    assert generate["waiting"]["reason"] == "ServerNotReady"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "ServerNotReady")]
+    patch = fail_patch(workload, why)
+    assert patch["spec"] == {"activeDeadlineSeconds": 1}
+    # the Job controller ends it past its new deadline: the attempt failed, in the operator's words
+    job = cluster.workload(Stage.GENERATE, 1)
+    job["metadata"]["annotations"] = patch["metadata"]["annotations"]
+    cluster.end_workload(Stage.GENERATE, 1, ok=False, reason="DeadlineExceeded")
+    for gone in [("Pod", name), *((c.kind, c.name) for c in plan.delete)]:
+        cluster.objects.pop(gone)
+    cluster.status = json.loads(json.dumps(plan.status))
+    plan = cluster.step(now="2026-12-02T09:51:30Z")
+    generate = plan.status["stages"][1]
+    assert f"after attempt 1 failed: server pod {name} did not become ready" in generate["message"]
+    assert ("Deployment", "sky-t1-32b-preview-generate-server") in cluster.kinds(plan.create)

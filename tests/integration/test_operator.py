@@ -465,7 +465,9 @@ def test_a_teacher_not_ready_within_its_time_fails_the_attempt_and_the_next_star
     ends the driver's Job through the Job controller, says why, and the next attempt gets new servers."""
     namespace, run = restricted, "unready"
     with storage_for(core, namespace, run):
-        create_run(custom, namespace, tiny_run(run, generation={"serverReadyTimeoutSeconds": 5}))
+        document = tiny_run(run)
+        document["spec"]["generation"]["serverReadyTimeoutSeconds"] = 5
+        create_run(custom, namespace, document)
         complete_stage(core, namespace, run, Stage.DATA)
         selector = f"{LABEL_RUN}={run},{LABEL_STAGE}=generate,reasoning.dev/role=server"
         teacher = wait_for(

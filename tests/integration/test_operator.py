@@ -452,6 +452,50 @@ def test_a_stage_whose_pod_cannot_be_scheduled_says_so_with_the_schedulers_words
         assert event.type == "Warning"
 
 
+def test_a_claim_no_storage_class_can_bind_holds_the_stage_and_says_which_fields_to_check(
+    operator: OperatorProcess, core: client.CoreV1Api, custom: client.CustomObjectsApi, restricted: str
+) -> None:
+    """No volume and no provisioner for the class the run names: the claim stays Pending, the scheduler
+    says so of the data pod, and the stage names storage.storageClassName and storage.accessMode."""
+    namespace, run = restricted, "unbound"
+    create_run(custom, namespace, tiny_run(run, storage={"storageClassName": "no-such-class", "size": "1Gi"}))
+
+    def held() -> dict[str, Any] | None:
+        status = status_of(custom, namespace, run)
+        data = (status.get("stages") or [{}])[0]
+        return data if (data.get("waiting") or {}).get("reason") == "Unschedulable" else None
+
+    data = wait_for(held, timeout=STAGE_TIMEOUT, what="the data stage to be held back by its claim")
+    assert "unbound immediate PersistentVolumeClaims" in data["waiting"]["message"]
+    assert "check storage.storageClassName and storage.accessMode" in data["waiting"]["message"]
+    claim = core.read_namespaced_persistent_volume_claim(f"{run}-storage", namespace)
+    assert claim.status.phase == "Pending"
+
+
+def test_an_evicted_stage_pod_fails_its_attempt_with_the_kubelets_words_and_the_next_runs(
+    operator: OperatorProcess, core: client.CoreV1Api, custom: client.CustomObjectsApi, restricted: str
+) -> None:
+    """The kubelet evicts the data pod (its status as a kubelet under memory pressure leaves it): the
+    attempt failed transiently, with the eviction's words, and attempt 2 runs."""
+    namespace, run = restricted, "evicted"
+    with storage_for(core, namespace, run):
+        create_run(custom, namespace, tiny_run(run))
+        pod = running_pod(core, namespace, run, Stage.DATA)
+        said = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 12Mi."
+        core.patch_namespaced_pod_status(
+            pod.metadata.name,
+            namespace,
+            {"status": {"phase": "Failed", "reason": "Evicted", "message": said}},
+        )
+
+        def retried() -> dict[str, Any] | None:
+            data = status_of(custom, namespace, run)["stages"][0]
+            return data if data.get("attempts", 0) >= 2 else None
+
+        data = wait_for(retried, timeout=STAGE_TIMEOUT, what="attempt 2 after the eviction")
+        assert f"after attempt 1 failed: Evicted: {said}" in data["message"]
+
+
 def test_a_teacher_not_ready_within_its_time_fails_the_attempt_and_the_next_starts_it_afresh(
     operator: OperatorProcess,
     core: client.CoreV1Api,

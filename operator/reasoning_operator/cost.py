@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reasoning_pipeline.estimate import merge_estimates
+from reasoning_pipeline.estimate import merge_estimates, stage_gpus, stage_pool_price
 from reasoning_pipeline.progress import parse_progress
 from reasoning_pipeline.spec import ReasoningRunSpec, Stage
 
@@ -21,33 +21,6 @@ from reasoning_operator.status import Event
 
 def gpu_resources(spec: ReasoningRunSpec) -> frozenset[str]:
     return frozenset(pool.gpu_resource_name for pool in spec.node_pools)
-
-
-def stage_pool_price(spec: ReasoningRunSpec, stage: Stage) -> float:
-    """USD per GPU-hour where the stage's GPUs are: the teacher's, the trainer's or the evaluated
-    model's pool (the other stages run no GPU pods)."""
-    pool = {
-        Stage.GENERATE: spec.generation.teacher.node_pool,
-        Stage.TRAIN: spec.training.node_pool,
-        Stage.EVALUATE: spec.evaluation.server.node_pool,
-    }.get(stage)
-    try:
-        return spec.pool(pool).gpu_hour_usd if pool else 0.0
-    except KeyError:
-        return 0.0
-
-
-def stage_gpus(spec: ReasoningRunSpec, stage: Stage) -> int:
-    """GPUs a stage holds while it runs: its servers' or its trainer's."""
-    if stage is Stage.GENERATE and spec.generation.teacher.endpoint is None:
-        teacher = spec.generation.teacher
-        return teacher.tensor_parallel_size * teacher.replicas
-    if stage is Stage.TRAIN:
-        return spec.training.nodes * spec.training.gpus_per_node
-    if stage is Stage.EVALUATE and spec.evaluation.server.endpoint is None:
-        server = spec.evaluation.server
-        return server.tensor_parallel_size * server.replicas * (2 if spec.evaluation.compare_with_base else 1)
-    return 0
 
 
 def live_progress(spec: ReasoningRunSpec, stage: Stage, log: str, read_at: str) -> dict[str, Any] | None:

@@ -48,25 +48,47 @@ def _usd(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _pool_price(spec: ReasoningRunSpec, pool: str) -> float:
+def stage_pool_price(spec: ReasoningRunSpec, stage: Stage) -> float:
+    """USD per GPU-hour where the stage's GPUs are: the teacher's, the trainer's or the evaluated
+    model's pool (the other stages run no GPU pods)."""
+    pool = {
+        Stage.GENERATE: spec.generation.teacher.node_pool,
+        Stage.TRAIN: spec.training.node_pool,
+        Stage.EVALUATE: spec.evaluation.server.node_pool,
+    }.get(stage)
     try:
-        return spec.pool(pool).gpu_hour_usd
+        return spec.pool(pool).gpu_hour_usd if pool else 0.0
     except KeyError:
         return 0.0
+
+
+def stage_gpus(spec: ReasoningRunSpec, stage: Stage) -> int:
+    """GPUs a stage holds while it runs: its servers' or its trainer's."""
+    if stage is Stage.GENERATE and spec.generation.teacher.endpoint is None:
+        teacher = spec.generation.teacher
+        return teacher.tensor_parallel_size * teacher.replicas
+    if stage is Stage.TRAIN:
+        return spec.training.nodes * spec.training.gpus_per_node
+    if stage is Stage.EVALUATE and spec.evaluation.server.endpoint is None:
+        server = spec.evaluation.server
+        return server.tensor_parallel_size * server.replicas * (2 if spec.evaluation.compare_with_base else 1)
+    return 0
 
 
 def _answer_tokens(spec: ReasoningRunSpec, answers: int, sampling: Sampling) -> int:
     return answers * sampling.samples_per_prompt * min(spec.estimate.completion_tokens, sampling.max_tokens)
 
 
-def _serving(spec: ReasoningRunSpec, server: ServedModel, tokens: int, servers: int = 1) -> dict[str, Any]:
+def _serving(
+    spec: ReasoningRunSpec, stage: Stage, server: ServedModel, tokens: int, servers: int = 1
+) -> dict[str, Any]:
     """GPU-hours of `servers` model servers that each write `tokens` tokens, their loads included."""
     gpus = server.tensor_parallel_size * server.replicas
     seconds = tokens / (spec.estimate.tokens_per_gpu_second * gpus) + spec.estimate.server_start_seconds
-    gpu_hours = servers * gpus * seconds / 3600
+    gpu_hours = stage_gpus(spec, stage) * seconds / 3600
     return {
         "gpuHours": f"{gpu_hours:.2f}",
-        "usd": _usd(gpu_hours * _pool_price(spec, server.node_pool)),
+        "usd": _usd(gpu_hours * stage_pool_price(spec, stage)),
         "tokens": tokens * servers,
         "hours": f"{seconds / 3600:.2f}",
     }
@@ -102,7 +124,7 @@ def _training(
     gpu_hours = gpus * seconds / 3600
     return {
         "gpuHours": f"{gpu_hours:.2f}",
-        "usd": _usd(gpu_hours * _pool_price(spec, training.node_pool)),
+        "usd": _usd(gpu_hours * stage_pool_price(spec, Stage.TRAIN)),
         "tokens": tokens,
         "hours": f"{seconds / 3600:.2f}",
         "offload": offload,
@@ -142,7 +164,7 @@ def estimate(spec: ReasoningRunSpec, sizes: Sizes, *, made_by: Stage) -> dict[st
     stages: dict[str, dict[str, Any]] = {}
     if generation.enabled and generation.teacher.endpoint is None:
         tokens = _answer_tokens(spec, sizes.prompts, generation.sampling)
-        stages["generate"] = _serving(spec, generation.teacher, tokens)
+        stages["generate"] = _serving(spec, Stage.GENERATE, generation.teacher, tokens)
     if spec.rewrite.enabled and not spec.rewrite.stand_in:
         read, written = traces * (completion + assume.prompt_tokens), traces * completion
         price = spec.rewrite.price
@@ -163,7 +185,7 @@ def estimate(spec: ReasoningRunSpec, sizes: Sizes, *, made_by: Stage) -> dict[st
             for benchmark in evaluation.benchmarks
         )
         servers = 2 if evaluation.compare_with_base else 1
-        stages["evaluate"] = _serving(spec, evaluation.server, tokens, servers)
+        stages["evaluate"] = _serving(spec, Stage.EVALUATE, evaluation.server, tokens, servers)
     ahead = STAGE_ORDER[STAGE_ORDER.index(made_by) + 1 :]
     stages = {
         name: {**figures, "madeBy": made_by.value} for name, figures in stages.items() if Stage(name) in ahead

@@ -16,7 +16,7 @@ are not visible yet, and children are only ever created under deterministic name
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -148,6 +148,17 @@ def _run_wide_children(run: RunRef, observed: Observed) -> list[Manifest]:
     return wanted
 
 
+def _explained(attempts: tuple[Attempt, ...], recorded: Mapping[str, Any]) -> tuple[Attempt, ...]:
+    """A failed attempt whose pods went before their failure was read (the pods of a lost node go with
+    it) has lost its reason; what last held it back, as status recorded it, says it instead."""
+    latest = attempts[-1] if attempts else None
+    held = recorded.get("heldBack") or {}
+    if latest is None or not latest.reason_lost or held.get("attempt") != latest.number:
+        return attempts
+    said = f"{latest.message}; it was last seen held back ({held.get('reason')}): {held.get('message')}"
+    return (*attempts[:-1], replace(latest, message=said))
+
+
 def _stage_entry(stage: Stage, previous: Mapping[str, Any], attempts: Sequence[Attempt]) -> dict[str, Any]:
     """A stage's status from its attempts; what was recorded earlier fills what the children no longer
     show (a summary read before an operator restart, the first start time)."""
@@ -231,7 +242,7 @@ def advance(
             continue
         old = recorded.get(stage.value) or {}
         floor = int(old.get("restartedAfter", 0))
-        attempts = tuple(a for a in observed.attempts.get(stage, ()) if a.number > floor)
+        attempts = _explained(tuple(a for a in observed.attempts.get(stage, ()) if a.number > floor), old)
         made_under = spec_fingerprint(spec, stage)
         latest = attempts[-1] if attempts else None
         if (
@@ -450,6 +461,8 @@ def _current_stage(
         return StageStep(Verdict("Running", "StageRunning", message), create=create, delete=stray)
     # the stage runs on paper only: say what holds it, under a reason a user can search for
     entry["waiting"] = {"reason": trouble.reason, "message": trouble.message}
+    # kept past the attempt's end: if its pods go before their failure is read, this is all there is
+    entry["heldBack"] = {"attempt": latest.number, "reason": trouble.reason, "message": trouble.message}
     entry["message"] = f"attempt {latest.number} waiting: {trouble.message}"
     verdict = Verdict("Running", trouble.reason, f"{message}: {trouble.message}")
     return StageStep(verdict, create=create, delete=stray)

@@ -81,6 +81,7 @@ class Attempt:
     abandoned: bool = False  # failed while its workload still exists unfinished: delete it
     queued: Queued | None = None  # its workload is Kueue's to admit (the run has a queueName)
     speaker: tuple[str, str] | None = None  # (pod, container) whose log tells a running attempt's progress
+    reason_lost: bool = False  # failed, and its pods went before anyone read why
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,13 @@ def _pod_failure(pod: Mapping[str, Any] | None) -> str:
     if not terminated:
         status = (pod or {}).get("status") or {}
         reason, message = status.get("reason") or "", (status.get("message") or "").strip()
+        if not reason and not message:
+            # a pod failed by the control plane (its node was deleted: the pod garbage collector) says
+            # why only in its DisruptionTarget condition
+            disrupted: Mapping[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == "DisruptionTarget"), {}
+            )
+            reason, message = disrupted.get("reason") or "", (disrupted.get("message") or "").strip()
         return f"{reason}: {message}" if reason and message else reason or message
     reason = terminated.get("reason") or "Error"
     text = f"{reason}, exit code {terminated.get('exitCode')}"
@@ -311,6 +319,31 @@ def _last_exit(container: Mapping[str, Any]) -> str:
     return f"{text}: {message[-1][-300:]}" if message else text
 
 
+def _node_lost(pod: Mapping[str, Any]) -> str:
+    """What the control plane said of a pod whose node went silent, or "" when it said nothing of that.
+    Its node lifecycle controller turns the pod's Ready condition False and leaves ContainersReady as the
+    kubelet last reported it (True): a kubelet reports that pair only for a readiness gate, which stage pods
+    have none of. Later its taint manager deletes the pod. Older clusters set the pod's phase Unknown,
+    reason NodeLost instead."""
+    status = pod.get("status") or {}
+    if status.get("reason") == "NodeLost" or status.get("phase") == "Unknown":
+        return f"{status.get('reason') or 'phase Unknown'}: {status.get('message') or 'no message'}"
+    conditions = {str(c.get("type")): c for c in status.get("conditions") or []}
+    evicted = conditions.get("DisruptionTarget") or {}
+    if evicted.get("status") == "True" and evicted.get("reason") == "DeletionByTaintManager":
+        return f"the taint manager is deleting the pod: {evicted.get('message') or 'no message'}"
+    ready, containers = conditions.get("Ready") or {}, conditions.get("ContainersReady") or {}
+    if (
+        status.get("phase") == "Running"
+        and not (pod.get("spec") or {}).get("readinessGates")
+        and ready.get("status") == "False"
+        and containers.get("status") == "True"
+    ):
+        since = ready.get("lastTransitionTime") or "an unknown time"
+        return f"the node controller marked the pod not ready at {since}"
+    return ""
+
+
 def pod_trouble(pod: Mapping[str, Any]) -> Trouble | None:
     """What keeps a pod from running, as the scheduler or the kubelet says it and never ends by itself
     telling: unschedulable, an image that cannot be had, a container crashing in a loop, a lost node."""
@@ -335,9 +368,16 @@ def pod_trouble(pod: Mapping[str, Any]) -> Trouble | None:
                 "and the stage's resources, or wait for capacity"
             )
             return Trouble("Unschedulable", f"pod {name} cannot be scheduled: {said} ({hint})")
-    if status.get("reason") == "NodeLost" or status.get("phase") == "Unknown":
+    lost = _node_lost(pod)
+    if lost:
+        node = (pod.get("spec") or {}).get("nodeName") or "its node"
         return Trouble(
-            "NodeLost", f"pod {name} is on a node that stopped reporting ({status.get('message')})"
+            "NodeLost",
+            f"pod {name} is on node {node}, which stopped reporting ({lost}); its work since the last "
+            "checkpoint is lost. Kubernetes evicts the pod once its toleration of node.kubernetes.io/"
+            "unreachable runs out (300 s unless the pool says otherwise) and the attempt fails then; if the "
+            "node is gone for good and the pod stays Terminating, delete the Node (or taint it "
+            "node.kubernetes.io/out-of-service) to let the next attempt start",
         )
     statuses = _container_statuses(status)
     for container in statuses:
@@ -477,8 +517,11 @@ def _attempt(
         message = "the stage exited successfully but left no summary in its termination message"
         failure = "Permanent"
     else:
-        message = _pod_failure(pod) or _lost_pods(workload, failed)
-    return replace(running, phase="Failed", message=message, finished_at=finished_at, failure=failure)
+        message = _pod_failure(pod)
+    failed_attempt = replace(running, phase="Failed", finished_at=finished_at, failure=failure)
+    if not message:
+        return replace(failed_attempt, message=_lost_pods(workload, failed), reason_lost=True)
+    return replace(failed_attempt, message=message)
 
 
 def _gpu_seconds(pod: Mapping[str, Any], gpu_resources: frozenset[str], now: datetime) -> float:

@@ -5,6 +5,7 @@ program would have written it."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ import yaml
 from kubernetes import client
 from reasoning_pipeline.spec import Stage
 
+from tests.support.hand_played_node import hand_played_node
 from tests.support.invalid_runs import INVALID
 from tests.support.invalid_runs import run as invalid_run
 from tests.support.operator import OperatorProcess
@@ -494,6 +496,60 @@ def test_an_evicted_stage_pod_fails_its_attempt_with_the_kubelets_words_and_the_
 
         data = wait_for(retried, timeout=STAGE_TIMEOUT, what="attempt 2 after the eviction")
         assert f"after attempt 1 failed: Evicted: {said}" in data["message"]
+
+
+def test_a_stage_pod_on_a_node_that_falls_silent_says_so_and_the_next_attempt_runs_once_it_is_removed(
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    restricted: str,
+) -> None:
+    """The data pod runs on a node whose kubelet then stops (the test plays it). The node lifecycle
+    controller marks the node and the pod: the stage says NodeLost, naming the node and what to do. The
+    administrator deletes the Node; the pod garbage collector fails the pod; attempt 2 starts."""
+    namespace, run = restricted, "silent"
+    with storage_for(core, namespace, run), hand_played_node(api, f"silent-{uuid.uuid4().hex[:6]}") as node:
+        create_run(custom, namespace, tiny_run(run, nodePools=[node.pool]))
+        pod = node.bound_pod(namespace, f"{LABEL_RUN}={run},{LABEL_STAGE}={Stage.DATA.value}")
+        node.start(pod)
+        wait_for(
+            lambda: status_of(custom, namespace, run)["stages"][0].get("message") == "attempt 1 running",
+            timeout=STAGE_TIMEOUT,
+            what="the data stage running on the hand-played node",
+        )
+        node.fall_silent()
+
+        def lost() -> dict[str, Any] | None:
+            status = status_of(custom, namespace, run)
+            return status if (status["stages"][0].get("waiting") or {}).get("reason") == "NodeLost" else None
+
+        # the controller's grace for a silent node (50 s), then one monitor period and one resync
+        status = wait_for(lost, timeout=150, what="the data stage to say its node is lost")
+        said = status["stages"][0]["waiting"]["message"]
+        assert f"pod {pod.metadata.name} is on node {node.name}, which stopped reporting" in said
+        assert "delete the Node" in said
+        assert status["phase"] == "Running"
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "NodeLost"
+        (event,) = [e for e in wait_for_events(core, namespace, run, {"NodeLost"}) if e.reason == "NodeLost"]
+        assert event.type == "Warning"
+
+        node.remove()
+
+        def retried() -> dict[str, Any] | None:
+            data = status_of(custom, namespace, run)["stages"][0]
+            return data if data.get("attempts", 0) >= 2 else None
+
+        # the pod garbage collector waits 40 s to be sure the node is gone, and looks every 20 s
+        data = wait_for(retried, timeout=180, what="attempt 2 after the node was removed")
+        # the collector fails the pod and removes it at once: read before it went, the pod says why; read
+        # after, what the stage last said of it is the reason given
+        held_back = f"it was last seen held back (NodeLost): pod {pod.metadata.name} is on node {node.name}"
+        assert "after attempt 1 failed: " in data["message"]
+        assert (
+            held_back in data["message"] or "DeletionByPodGC: PodGC: node no longer exists" in data["message"]
+        )
 
 
 def test_a_teacher_not_ready_within_its_time_fails_the_attempt_and_the_next_starts_it_afresh(

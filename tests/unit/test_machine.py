@@ -481,7 +481,25 @@ def test_a_failed_workload_whose_pods_are_gone_never_reads_as_the_controllers_te
     assert train["failure"] == "Transient"
 
 
-def test_an_evicted_pod_says_so() -> None:
+GONE_NODE = {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC"}
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [
+        (
+            {"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."},
+            "Evicted: The node was low on memory.",
+        ),
+        (
+            # the pod garbage collector fails the pods of a deleted node and says why only in a condition
+            {"phase": "Failed", "conditions": [{**GONE_NODE, "message": "PodGC: node no longer exists"}]},
+            "DeletionByPodGC: PodGC: node no longer exists",
+        ),
+    ],
+    ids=["evicted", "node-deleted"],
+)
+def test_a_pod_failed_without_a_container_exit_says_why(status: dict[str, Any], says: str) -> None:
     cluster = Cluster(run_of(data={"maxAttempts": 1}))
     cluster.step()
     cluster.end_workload(Stage.DATA, 1, ok=False, message="Job has reached the specified backoff limit")
@@ -492,11 +510,50 @@ def test_an_evicted_pod_says_so() -> None:
             "name": "sky-t1-32b-preview-data-1-x",
             "labels": cluster.workload(Stage.DATA, 1)["spec"]["template"]["metadata"]["labels"],
         },
-        "status": {"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."},
+        "status": status,
     }
     cluster.objects[("Pod", pod["metadata"]["name"])] = pod
     plan = cluster.step()
-    assert plan.status["stages"][0]["message"] == "Evicted: The node was low on memory."
+    assert plan.status["stages"][0]["message"] == says
+
+
+def test_an_attempt_whose_pods_went_with_their_node_says_what_last_held_it_back() -> None:
+    """The pod garbage collector removes a deleted node's pods at once: the failure's own words are gone,
+    and what the stage was last seen waiting on (its node, lost) is the reason the retry gives."""
+    cluster = Cluster(run_of())
+    cluster.step()
+    silent = {"type": "Ready", "status": "False", "lastTransitionTime": "2026-12-08T01:00:00Z"}
+    name = pending_pod(cluster, Stage.DATA, on_a_silent_node(silent), node="cpu-7")
+    assert cluster.step().status["stages"][0]["waiting"]["reason"] == "NodeLost"
+    del cluster.objects[("Pod", name)]
+    cluster.end_workload(Stage.DATA, 1, ok=False, message="Job has reached the specified backoff limit")
+    data = cluster.step().status["stages"][0]
+    assert (
+        "after attempt 1 failed: Job sky-t1-32b-preview-data-1 failed (Failed) and its pods"
+        in data["message"]
+    )
+    assert "; it was last seen held back (NodeLost): pod data-pod is on node cpu-7" in data["message"]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "gates"),
+    [
+        # a server still loading its model: the kubelet says neither its containers nor the pod is ready
+        ([{"type": "ContainersReady", "status": "False"}, {"type": "Ready", "status": "False"}], []),
+        # a readiness gate not yet met: the one way a kubelet itself reports this pair
+        ([{"type": "ContainersReady", "status": "True"}, {"type": "Ready", "status": "False"}], ["x/ready"]),
+    ],
+    ids=["probe", "readiness-gate"],
+)
+def test_a_pod_not_ready_on_a_live_node_is_not_called_lost(
+    conditions: list[dict[str, Any]], gates: list[str]
+) -> None:
+    cluster = Cluster(run_of())
+    cluster.step()
+    name = pending_pod(cluster, Stage.DATA, {"phase": "Running", "conditions": conditions}, node="cpu-7")
+    cluster.objects[("Pod", name)]["spec"]["readinessGates"] = [{"conditionType": g} for g in gates]
+    plan = cluster.step()
+    assert "waiting" not in plan.status["stages"][0]
 
 
 # what the kubelet says of a container whose Localhost profile is not on the node
@@ -582,8 +639,11 @@ def test_a_missing_secret_or_key_fails_the_stage_naming_the_field(kubelet_says: 
 
 
 # ------------------------------------------------------------------ what holds a running stage back
-def pending_pod(cluster: Cluster, stage: Stage, status: dict[str, Any], *, server: bool = False) -> str:
-    """A pod of the stage's running attempt (or of its server) as the scheduler or kubelet leaves it."""
+def pending_pod(
+    cluster: Cluster, stage: Stage, status: dict[str, Any], *, server: bool = False, node: str | None = None
+) -> str:
+    """A pod of the stage's running attempt (or of its server) as the scheduler or kubelet leaves it, bound
+    to the node if one is named."""
     if server:
         deployment = next(b for b in cluster.objects.values() if b["kind"] == "Deployment")
         template = deployment["spec"]["template"]
@@ -595,7 +655,7 @@ def pending_pod(cluster: Cluster, stage: Stage, status: dict[str, Any], *, serve
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": dict(template["metadata"]["labels"])},
-        "spec": template["spec"],
+        "spec": {**template["spec"], **({"nodeName": node} if node else {})},
         "status": status,
     }
     return name
@@ -610,6 +670,14 @@ def waiting_container(reason: str, message: str = "", **more: Any) -> dict[str, 
     waiting = {"reason": reason, "message": message}
     state = {"name": "stage", "image": "ghcr.io/x/pipeline:0.1.0", "state": {"waiting": waiting}}
     return {"phase": "Pending", "containerStatuses": [{**state, **more}]}
+
+
+def on_a_silent_node(*conditions: dict[str, Any]) -> dict[str, Any]:
+    """A running pod as the node lifecycle controller leaves it once its node stops reporting: Ready False,
+    and the rest as the kubelet last said it."""
+    kept = [{"type": "ContainersReady", "status": "True"}, {"type": "PodScheduled", "status": "True"}]
+    running = {"name": "stage", "ready": True, "state": {"running": {"startedAt": "2026-12-08T00:50:00Z"}}}
+    return {"phase": "Running", "conditions": [*kept, *conditions], "containerStatuses": [running]}
 
 
 NO_ROOM = "0/4 nodes are available: 2 Insufficient cpu, 2 node(s) had untolerated taint {nvidia.com/gpu: }."
@@ -637,15 +705,44 @@ UNBOUND = "0/4 nodes are available: pod has unbound immediate PersistentVolumeCl
             "keeps crashing (6 restarts; last: Error, exit code 1: ImportError: y)",
         ),
         ({"phase": "Unknown", "reason": "NodeLost", "message": "Node n1 is unreachable"}, "NodeLost", "n1"),
+        (
+            on_a_silent_node(
+                {"type": "Ready", "status": "False", "lastTransitionTime": "2026-12-08T01:00:00Z"}
+            ),
+            "NodeLost",
+            "is on node cpu-7, which stopped reporting (the node controller marked the pod not ready at "
+            "2026-12-08T01:00:00Z)",
+        ),
+        (
+            on_a_silent_node(
+                {"type": "Ready", "status": "False"},
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "DeletionByTaintManager",
+                    "message": "Taint manager: deleting due to NoExecute taint",
+                },
+            ),
+            "NodeLost",
+            "(the taint manager is deleting the pod: Taint manager: deleting due to NoExecute taint)",
+        ),
     ],
-    ids=["no-room", "unbound-claim", "image", "crash-loop", "node-lost"],
+    ids=[
+        "no-room",
+        "unbound-claim",
+        "image",
+        "crash-loop",
+        "node-lost-legacy",
+        "node-silent",
+        "node-evicting",
+    ],
 )
 def test_what_holds_a_running_stage_back_is_its_message_its_condition_reason_and_one_event(
     status: dict[str, Any], reason: str, says: str
 ) -> None:
     cluster = Cluster(run_of())
     cluster.step()
-    pending_pod(cluster, Stage.DATA, status)
+    pending_pod(cluster, Stage.DATA, status, node="cpu-7" if status["phase"] == "Running" else None)
     plan = cluster.step()
     data = plan.status["stages"][0]
     assert data["phase"] == "Running"

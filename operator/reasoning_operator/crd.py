@@ -196,6 +196,12 @@ SPEC_RULES: list[tuple[str, str, str]] = [
         ".sandbox.minimumIsolation",
     ),
     (
+        "!has(self.sandbox.appArmorProfile) || (self.sandbox.appArmorProfile.type == 'Localhost') == "
+        "has(self.sandbox.appArmorProfile.localhostProfile)",
+        "sandbox.appArmorProfile.localhostProfile: give it with type Localhost, and only then",
+        ".sandbox.appArmorProfile.localhostProfile",
+    ),
+    (
         _needs("generation", "data", "inputPath"),
         "generation is enabled but data is disabled: set generation.inputPath or enable data",
         ".generation.inputPath",

@@ -283,6 +283,9 @@ def report(status: Mapping[str, Any]) -> list[str]:
         before = (results.get("base") or {}).get(benchmark, {}).get("score")
         after = (results.get("student") or {}).get(benchmark, {}).get("score")
         lines.append(f"evaluate: {benchmark}: the student scores {before} before fine-tuning, {after} after")
+    judged = _metrics(status, "evaluate").get("sandboxIsolation")
+    if judged:
+        lines.append(f"evaluate: model-written code sandboxed at the {judged} level")
     cost = status.get("cost") or {}
     if cost:
         lines.append(

@@ -300,7 +300,8 @@ def sandbox_container(run: RunRef) -> Manifest:
     stopped after it) whose host the stage's checker starts its workers through. Its environment holds
     nothing of the run's (no storage root, no run uid, no token), its root file system is read-only, its
     /tmp is memory counted against its own limit, and its seccomp profile is the spec's — the project's
-    admits the user namespaces the sandbox isolates each program in."""
+    admits the user namespaces the sandbox isolates each program in; its AppArmor profile, where the spec
+    names one, is the spec's too."""
     sandbox = run.spec.sandbox
     profile: Manifest = {"type": sandbox.seccomp_profile.type}
     if sandbox.seccomp_profile.type == "Localhost":
@@ -324,6 +325,11 @@ def sandbox_container(run: RunRef) -> Manifest:
             "runAsGroup": SANDBOX_USER,
             "readOnlyRootFilesystem": True,
             "seccompProfile": profile,
+            **(
+                {"appArmorProfile": sandbox.app_armor_profile.model_dump(by_alias=True, exclude_none=True)}
+                if sandbox.app_armor_profile is not None
+                else {}
+            ),
         },
     }
 

@@ -757,9 +757,40 @@ class SeccompProfile(SpecModel):
     )
 
 
+AppArmorProfileName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class AppArmorProfile(SpecModel):
+    type: Literal["Localhost", "RuntimeDefault"] = Field(
+        description="Localhost: a profile loaded on every node that runs filter or evaluate pods, named by "
+        "localhostProfile; RuntimeDefault: the container runtime's (which denies mount: the sandbox "
+        "cannot build the mount namespace of the user-namespace level under it)."
+    )
+    localhost_profile: AppArmorProfileName | None = Field(
+        default=None,
+        description="The profile's name as the node loaded it (apparmor_parser); only with type Localhost. "
+        "It must allow `userns` and `mount` for the sandbox to reach user-namespace.",
+    )
+
+    @model_validator(mode="after")
+    def _named_when_localhost(self) -> Self:
+        if (self.type == "Localhost") != (self.localhost_profile is not None):
+            raise ValueError(
+                "sandbox.appArmorProfile.localhostProfile: give it with type Localhost, and only then"
+            )
+        return self
+
+
 class SandboxSpec(SpecModel):
     seccomp_profile: SeccompProfile = Field(
         default_factory=SeccompProfile, description="Seccomp profile of the sandbox container."
+    )
+    app_armor_profile: AppArmorProfile | None = Field(
+        default=None,
+        description="AppArmor profile of the sandbox container, for nodes that enforce AppArmor (Ubuntu's): "
+        "there the runtime's default profile denies mount, and Ubuntu 23.10 and later also restrict "
+        "unprivileged user namespaces, so the sandbox reaches only rlimits unless a Localhost profile "
+        "allows both. Unset: whatever the node applies (none where AppArmor is off).",
     )
     minimum_isolation: IsolationName = Field(
         default="user-namespace",

@@ -225,7 +225,10 @@ def test_the_tiny_recipe_succeeds_on_real_containers(finished: dict[str, Any]) -
     assert all(s["phase"] == "Succeeded" for s in finished["stages"])
     scores = finished["results"]
     assert set(scores) == {"base", "student"}
-    assert {"held-out"} == set(scores["student"]) == set(scores["base"])
+    assert {"held-out", "livecodebench"} == set(scores["student"]) == set(scores["base"])
+    # the tiny models answer the code problems in arithmetic: every one was judged (no code, no pass)
+    for label in ("base", "student"):
+        assert scores[label]["livecodebench"]["problems"] == 8
 
 
 def test_the_teacher_and_the_evaluated_models_were_served_by_vllm(finished: dict[str, Any]) -> None:
@@ -436,28 +439,31 @@ def hostile_programs(mount: str, api_host: str, node_ip: str) -> dict[str, tuple
     }
 
 
-def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_network_nor_its_checker(
+@pytest.mark.parametrize("stage_name", ["filter", "evaluate"])
+def test_model_written_code_in_a_stage_pod_reaches_neither_storage_nor_network_nor_its_checker(
+    stage_name: str,
     finished: dict[str, Any],
     real_node: str,
     demo_namespace: tuple[str, Path],
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
 ) -> None:
-    """The filter ran its programs in user namespaces of their own, in the sandbox container; the same
-    pod layout then meets hostile programs: storage writes, ancestors' environments through /proc, the
-    API server, the kubelet and DNS, SIGSTOP/SIGKILL to every process in reach, a memfd flood past the
-    container's memory limit, a fork flood. None gets out, the sandbox host is never restarted, and the
-    checker goes on judging."""
+    """The filter and evaluate pods had their sandbox containers, which reached user namespaces for each
+    program; the same pod layout (the operator's own builder, the stage's network policy) then meets
+    hostile programs: storage writes, ancestors' environments through /proc, the API server, the kubelet
+    and DNS, SIGSTOP/SIGKILL to every process in reach, a memfd flood past the container's memory limit,
+    a fork flood. None gets out, the sandbox host is never restarted, and the checker goes on judging."""
     from reasoning_operator import stages
     from reasoning_operator.run import RunRef
     from reasoning_operator.workloads import SANDBOX_CONTAINER
     from reasoning_pipeline.spec import Stage
 
     namespace, storage = demo_namespace
-    assert stage(finished, "filter")["metrics"]["sandboxIsolation"] == "user-namespace"
+    assert stage(finished, stage_name)["metrics"]["sandboxIsolation"] == "user-namespace"
     run = RunRef.from_body(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, RUN))
-    job = next(c for c in stages.driver_children(run, Stage.FILTER, 1) if c["kind"] == "Job")
-    policy = next(c for c in stages.driver_children(run, Stage.FILTER, 1) if c["kind"] == "NetworkPolicy")
+    children = stages.driver_children(run, Stage(stage_name), 1)
+    job = next(c for c in children if c["kind"] == "Job")
+    policy = next(c for c in children if c["kind"] == "NetworkPolicy")
     template = job["spec"]["template"]
     spec = template["spec"]
     (sandbox,) = spec["initContainers"]
@@ -469,7 +475,7 @@ def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_networ
         for k, v in template["metadata"]["labels"].items()
         if k in policy["spec"]["podSelector"]["matchLabels"]
     }
-    assert labels == policy["spec"]["podSelector"]["matchLabels"]  # the filter's no-network policy holds
+    assert labels == policy["spec"]["podSelector"]["matchLabels"]  # the stage's network policy holds
     mount = run.spec.storage.mount_path
     marker = storage / "hostile-marker"
     marker.write_text("untouched")
@@ -482,7 +488,7 @@ def test_model_written_code_in_the_filter_pod_reaches_neither_storage_nor_networ
         HOSTILE_CHECK,
         json.dumps({name: list(pair) for name, pair in programs.items()}),
     ]
-    name = "hostile-programs"
+    name = f"hostile-programs-{stage_name}"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
     phase, log = pod_to_its_end(core, namespace, pod, spec["containers"][0]["name"])
     assert phase == "Succeeded", log

@@ -101,3 +101,47 @@ def test_the_recipe_cannot_change_once_the_run_has_started(
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, {"spec": {"suspend": False}}
     )
+
+
+@pytest.mark.parametrize(
+    "sandbox",
+    [
+        pytest.param({}, id="project-seccomp-profile"),
+        pytest.param(
+            {"appArmorProfile": {"type": "Localhost", "localhostProfile": "sandbox"}}, id="apparmor-localhost"
+        ),
+        pytest.param({"appArmorProfile": {"type": "RuntimeDefault"}}, id="apparmor-runtime-default"),
+    ],
+)
+def test_a_sandboxed_pod_of_every_profile_the_schema_takes_passes_restricted_pod_security(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    restricted: str,
+    reasoning_crd: None,
+    sandbox: dict[str, Any],
+) -> None:
+    """What the schema takes for the sandbox container's profiles, the API server's Pod Security admission
+    takes in a `restricted` namespace: the run as the API server stored it, its filter pod as the
+    operator builds it, created (dry run) as the Job controller would create it."""
+    from reasoning_operator import stages
+    from reasoning_operator.run import RunRef
+    from reasoning_pipeline.spec import Stage
+
+    spec = with_change("sandbox", sandbox)
+    stored = create(custom, restricted, run("sandboxed", spec))
+    job = next(
+        c for c in stages.driver_children(RunRef.from_body(stored), Stage.FILTER, 1) if c["kind"] == "Job"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "sandboxed-filter"},
+        "spec": job["spec"]["template"]["spec"],
+    }
+    created = core.create_namespaced_pod(restricted, pod, dry_run="All")  # 403 if it violated "restricted"
+    (container,) = [c for c in created.spec.init_containers if c.name == "sandbox"]
+    wanted = sandbox.get("appArmorProfile")
+    profile = container.security_context.app_armor_profile
+    assert (profile.to_dict() if profile else None) == (
+        {"type": wanted["type"], "localhost_profile": wanted.get("localhostProfile")} if wanted else None
+    )

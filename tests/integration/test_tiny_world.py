@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reasoning_pipeline.benchmarks import build_benchmark
 from reasoning_pipeline.boxed import last_boxed
 from reasoning_pipeline.local_server import transformers_server
+from reasoning_pipeline.sources import local_rows
 from reasoning_pipeline.storage import sha256_file
 from reasoning_pipeline.tiny_world import TinyWorld, build_tiny_world
 from reasoning_pipeline.tiny_world.build import (
@@ -166,6 +169,37 @@ def test_problem_files_are_in_the_real_dataset_formats(world: TinyWorld) -> None
     # the first line of every trace restates the operation, whatever the wording of the problem
     operations = {record["solution"].splitlines()[0] for record in held_out}
     assert operations.isdisjoint(record["solution"].splitlines()[0] for record in train)
+
+
+def test_the_code_problems_are_livecodebench_rows_the_benchmark_loader_reads(world: TinyWorld) -> None:
+    path = world.root / world.manifest["paths"]["livecodebench"]
+    rows = read_jsonl(path)
+    assert len(rows) == world.manifest["data"]["livecodebench"]["records"] == DEFAULT_RECIPE.code_problems
+    for row in rows:
+        assert set(row) == {
+            "question_title",
+            "question_content",
+            "platform",
+            "question_id",
+            "contest_id",
+            "contest_date",
+            "starter_code",
+            "difficulty",
+            "public_test_cases",
+            "private_test_cases",
+            "metadata",
+        }
+    benchmark = build_benchmark("livecodebench", list(local_rows(path)))
+    assert len(benchmark.items) == DEFAULT_RECIPE.code_problems
+    apply = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+    for item, row in zip(benchmark.items, rows, strict=True):
+        # one public case, three hidden ones decoded from the dataset's own encoding, all of what it asks
+        symbol = row["question_content"].rsplit("print A ", 1)[1][0]
+        tests = item.tests or {}
+        assert len(tests["inputs"]) == len(tests["outputs"]) == 4
+        for given, expected in zip(tests["inputs"], tests["outputs"], strict=True):
+            left, right = map(int, given.split())
+            assert expected == f"{apply[symbol](left, right)}\n"
 
 
 def test_models_load_with_the_auto_classes_and_sample_at_the_recipe_temperature(world: TinyWorld) -> None:

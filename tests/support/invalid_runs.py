@@ -425,6 +425,28 @@ REFUSED_BEFORE_RUN_TIME = [
         "spec.sandbox.minimumIsolation: Unsupported value",
     ),
     (
+        "apparmor-localhost-without-its-name",
+        with_change("sandbox.appArmorProfile", {"type": "Localhost"}),
+        "sandbox.appArmorProfile.localhostProfile: give it with type Localhost, and only then",
+    ),
+    (
+        "apparmor-name-with-the-runtime-default",
+        with_change("sandbox.appArmorProfile", {"type": "RuntimeDefault", "localhostProfile": "sandbox"}),
+        "sandbox.appArmorProfile.localhostProfile: give it with type Localhost, and only then",
+    ),
+    (
+        "apparmor-unconfined",
+        with_change("sandbox.appArmorProfile", {"type": "Unconfined"}),
+        "spec.sandbox.appArmorProfile.type: Unsupported value",
+    ),
+    (
+        "apparmor-profile-as-a-path",
+        with_change(
+            "sandbox.appArmorProfile", {"type": "Localhost", "localhostProfile": "/etc/apparmor.d/x"}
+        ),
+        "spec.sandbox.appArmorProfile.localhostProfile: Invalid value",
+    ),
+    (
         "runtime-class-with-capitals",
         with_change("sandbox.runtimeClassName", "gVisor"),
         "spec.sandbox.runtimeClassName: Invalid value",

@@ -816,8 +816,8 @@ def sandbox_pod(run: RunRef, stage: Stage) -> Manifest:
 
 @pytest.mark.parametrize(
     ("example", "stage"),
-    [(SKY_T1, Stage.FILTER), (TINY, Stage.FILTER), (SKY_T1, Stage.EVALUATE)],
-    ids=["sky-t1-filter", "tiny-filter", "sky-t1-evaluate-livecodebench"],
+    [(SKY_T1, Stage.FILTER), (TINY, Stage.FILTER), (SKY_T1, Stage.EVALUATE), (TINY, Stage.EVALUATE)],
+    ids=["sky-t1-filter", "tiny-filter", "sky-t1-evaluate-livecodebench", "tiny-evaluate-livecodebench"],
 )
 def test_model_written_code_runs_in_a_container_without_the_runs_storage(example: str, stage: Stage) -> None:
     run = make_run(example)
@@ -856,7 +856,9 @@ def test_model_written_code_runs_in_a_container_without_the_runs_storage(example
 
 
 def test_pods_that_run_no_model_written_code_have_no_sandbox() -> None:
-    tiny = make_run(TINY)  # evaluates held-out math only: nothing to run
+    # the tiny run evaluated on held-out math only: nothing to run
+    math_only = [{"name": "held-out", "path": "tiny-world/data/math500-tiny.jsonl", "limit": 64}]
+    tiny = make_run(TINY, evaluation={"benchmarks": math_only})
     for stage in enabled_stages(tiny):
         if stage is Stage.FILTER:
             continue
@@ -865,6 +867,34 @@ def test_pods_that_run_no_model_written_code_have_no_sandbox() -> None:
                 assert "initContainers" not in template["spec"], (stage, child["metadata"]["name"])
                 for container in template["spec"]["containers"]:
                     assert SANDBOX_CHANNEL_VARIABLE not in {v["name"] for v in container["env"]}
+
+
+def _cpu_millis(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+# the local node's 2 cores, less what the demo's operator (100m) and its API stand-in (50m) hold
+TINY_STAGE_CPU_MILLIS = 2000 - 150
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER, ids=lambda s: s.value)
+def test_each_stage_of_the_tiny_run_fits_the_local_nodes_cores(stage: Stage) -> None:
+    """The tiny run's pods are Guaranteed (requests are limits): every pod of a stage at once, servers and
+    sandbox containers included, must fit beside the operator, or the stage waits as Unschedulable."""
+    run = make_run(TINY)
+    asked = 0
+    for child in stages.children(run, stage, 1):
+        if child["kind"] == "PyTorchJob":
+            copies = [r["replicas"] for r in child["spec"]["pytorchReplicaSpecs"].values()]
+        else:
+            copies = [child["spec"].get("replicas", 1)] if pod_templates(child) else []
+        for template, replicas in zip(pod_templates(child), copies, strict=True):
+            spec = template["spec"]
+            for container in [*spec["containers"], *spec.get("initContainers", [])]:
+                requests = container["resources"]["requests"]
+                assert container["resources"]["limits"]["cpu"] == requests["cpu"]
+                asked += replicas * _cpu_millis(requests["cpu"])
+    assert 0 < asked <= TINY_STAGE_CPU_MILLIS, f"{stage.value} asks for {asked}m"
 
 
 def test_a_runtime_class_and_the_runtimes_own_profile_reach_the_sandboxed_pod() -> None:
@@ -876,6 +906,21 @@ def test_a_runtime_class_and_the_runtimes_own_profile_reach_the_sandboxed_pod() 
     assert pod["runtimeClassName"] == "gvisor"
     assert pod["initContainers"][0]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "runtimeClassName" not in sandbox_pod(run, Stage.DATA)
+
+
+def test_an_apparmor_profile_reaches_the_sandbox_container_only() -> None:
+    run = make_run(SKY_T1, sandbox={"appArmorProfile": {"type": "Localhost", "localhostProfile": "sandbox"}})
+    for stage in (Stage.FILTER, Stage.EVALUATE):
+        pod = sandbox_pod(run, stage)
+        (sandbox,) = pod["initContainers"]
+        assert sandbox["securityContext"]["appArmorProfile"] == {
+            "type": "Localhost",
+            "localhostProfile": "sandbox",
+        }
+        assert "appArmorProfile" not in pod["containers"][0]["securityContext"]
+        assert "appArmorProfile" not in pod["securityContext"]
+    (default,) = sandbox_pod(make_run(SKY_T1), Stage.FILTER)["initContainers"]
+    assert "appArmorProfile" not in default["securityContext"]
 
 
 def test_the_sandbox_host_is_the_module_the_checker_speaks_to() -> None:

@@ -468,7 +468,8 @@ def require_isolation(level: IsolationLevel, minimum: IsolationLevel, refused: d
     raise StageError(
         f"sandbox.minimumIsolation: the sandbox reaches only the {level} level, below the {minimum} the "
         f"spec requires ({why}). Give the sandbox container a seccomp profile that admits user namespaces "
-        f"(sandbox.seccompProfile, see the README), or allow {level} explicitly."
+        f"(sandbox.seccompProfile, see the README) and, on nodes that enforce AppArmor, an AppArmor profile "
+        f"that allows userns and mount (sandbox.appArmorProfile), or allow {level} explicitly."
     )
 
 

@@ -55,6 +55,7 @@ from reasoning_pipeline.tiny_world.records import (
     NUMINA_USER_TEMPLATE,
     TEACHER_SYSTEM_PROMPT,
     chat_messages,
+    livecodebench_record,
     math500_record,
     numina_record,
 )
@@ -74,7 +75,7 @@ from reasoning_pipeline.tiny_world.training import (
 )
 
 # Bump when the generator, trace format, tokenizer or training code changes what a build produces.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 DEFAULT_CACHE_ROOT = Path.home() / ".cache" / "reasoning-operator"
 MANIFEST = "manifest.json"
 
@@ -113,6 +114,9 @@ class Recipe:
     train_problems: int = 2000
     held_out_problems: int = 500
     measured_problems: int = 100
+    # LiveCodeBench-format problems for the demo's evaluate: the tiny models write no programs, but the
+    # evaluate pod then has its sandbox container and network policy, as a real code benchmark gives it
+    code_problems: int = 8
     # What the demo needs of the world, with margin (examples/tiny.yaml): at 30 % the teacher's 160 traces
     # keep about 48, 12 micro-batches per process where 2 make an optimizer step; a student above 15 %
     # before fine-tuning would leave its improvement within sampling noise. Sampled accuracy (T=0.7).
@@ -157,6 +161,7 @@ PATHS = {
     "student": "student",
     "train_problems": "data/numina-cot-tiny.jsonl",
     "held_out": "data/math500-tiny.jsonl",
+    "livecodebench": "data/livecodebench-tiny.jsonl",
 }
 WEIGHTS = "model.safetensors"
 
@@ -379,6 +384,10 @@ def _build_into(
     atomic_write_jsonl(
         staging / PATHS["held_out"], (math500_record(p, index) for index, p in enumerate(held_out))
     )
+    code = generate_problems(recipe.code_problems, seed=seed, split="held_out", stream="livecodebench")
+    atomic_write_jsonl(
+        staging / PATHS["livecodebench"], (livecodebench_record(p, index) for index, p in enumerate(code))
+    )
     measured = held_out[: recipe.measured_problems]
 
     # The tokenizer learns the words of every prompt the recipe sends, so they cost tokens, not bytes.
@@ -493,7 +502,11 @@ def _build_into(
         "student": student_entry,
         "data": {
             name: {"records": count, "sha256": sha256_file(staging / PATHS[name])}
-            for name, count in (("train_problems", len(train_records)), ("held_out", len(held_out)))
+            for name, count in (
+                ("train_problems", len(train_records)),
+                ("held_out", len(held_out)),
+                ("livecodebench", len(code)),
+            )
         },
     }
     atomic_write_json(staging / MANIFEST, manifest)

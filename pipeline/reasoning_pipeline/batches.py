@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.sequences import pack_lengths
 from reasoning_pipeline.spec import TrainingSpec
 
 T = TypeVar("T")
@@ -50,10 +51,16 @@ def require_one_optimizer_step(samples: int, spec: TrainingSpec, world_size: int
     per_process = micro_batches_per_process(samples, spec.micro_batch_size, world_size)
     if per_process < spec.gradient_accumulation_steps:
         needed = spec.gradient_accumulation_steps * spec.micro_batch_size * world_size
+        what = "packed sequences (training.packing)" if spec.packing else "samples"
         raise StageError(
-            f"{samples} SFT samples make {per_process} micro-batches per process "
+            f"{samples} SFT {what} make {per_process} micro-batches per process "
             f"({world_size} processes × microBatchSize {spec.micro_batch_size}), fewer than "
             f"gradientAccumulationSteps ({spec.gradient_accumulation_steps}): not one optimizer step; "
-            f"it takes at least {needed} samples"
+            f"it takes at least {needed} {'sequences' if spec.packing else 'samples'}"
         )
     return per_process
+
+
+def training_sequences(lengths: Sequence[int], spec: TrainingSpec) -> int:
+    """How many sequences the trainer makes of samples of these lengths (in tokens)."""
+    return len(pack_lengths(lengths, spec.cutoff_len)) if spec.packing else len(lengths)

@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from reasoning_pipeline.batches import require_one_optimizer_step
+from reasoning_pipeline.batches import require_one_optimizer_step, training_sequences
 from reasoning_pipeline.errors import StageError
 from reasoning_pipeline.estimate import Sizes, estimate, student_shape
 from reasoning_pipeline.progress import track
@@ -111,7 +111,7 @@ def run(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         raise StageError(f"every sample is longer than format.maxTokens ({spec.max_tokens} tokens)")
     training = run.spec.training
     if training.enabled and training.input_path is None:  # the trainer reads this dataset
-        require_one_optimizer_step(len(rows), training, training.world_size)
+        require_one_optimizer_step(training_sequences(lengths, training), training, training.world_size)
     stage_dir = paths.stage_dir(Stage.FORMAT)
     out = stage_dir / SFT_FILE
     atomic_write_jsonl(out, rows)

@@ -522,6 +522,13 @@ class TrainingSpec(StageCommon):
     cutoff_len: int = Field(
         default=16384, ge=16, le=MAX_TOKENS, description="Longest training sequence, in tokens."
     )
+    packing: bool = Field(
+        default=False,
+        description="Pack several SFT samples into each training sequence of up to cutoffLen tokens, each "
+        "attending only to itself (positions restart per sample), so that little of a step is padding. "
+        "microBatchSize and globalBatchSize then count packed sequences, not samples. Off: one sample per "
+        "sequence, as Sky-T1 trained.",
+    )
     precision: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="Training precision.")
     save_steps: int = Field(
         default=100, ge=1, le=1_000_000, description="Checkpoint every this many optimizer steps."

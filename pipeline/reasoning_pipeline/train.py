@@ -26,21 +26,15 @@ from reasoning_pipeline.format import chat_messages, chat_token_ids
 from reasoning_pipeline.memory import H100_80GB_BYTES, MemoryPlan, ModelShape, choose_offload
 from reasoning_pipeline.preflight import model_folder
 from reasoning_pipeline.progress import bar
+from reasoning_pipeline.sequences import IGNORE_INDEX, Example, collate, packed
 from reasoning_pipeline.spec import ReasoningRun, Stage, TrainingSpec
 from reasoning_pipeline.stage_input import read_stage_input
 from reasoning_pipeline.storage import RunPaths, atomic_write_json
 from reasoning_pipeline.summary import Output, Progress, StageSummary, now
 
-IGNORE_INDEX = -100
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
 HISTORY_FILE = "loss-history.json"
-
-
-@dataclass(frozen=True)
-class Example:
-    input_ids: list[int]
-    labels: list[int]
 
 
 def encode(tokenizer: Any, row: dict[str, Any], cutoff: int, where: str) -> Example:
@@ -58,21 +52,7 @@ def encode(tokenizer: Any, row: dict[str, Any], cutoff: int, where: str) -> Exam
             "the format stage drops such samples when format.maxTokens ≤ cutoffLen"
         )
     labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids) :]
-    return Example(full_ids, labels)
-
-
-def collate(batch: list[Example], pad_id: int) -> dict[str, Any]:
-    import torch
-
-    width = max(len(e.input_ids) for e in batch)
-    ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in batch]
-    labels = [e.labels + [IGNORE_INDEX] * (width - len(e.labels)) for e in batch]
-    mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
-    return {
-        "input_ids": torch.tensor(ids),
-        "labels": torch.tensor(labels),
-        "attention_mask": torch.tensor(mask),
-    }
+    return Example(full_ids, labels, list(range(len(full_ids))))
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str) -> Any:
@@ -206,7 +186,8 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     examples = [
         encode(tokenizer, row, spec.cutoff_len, f"SFT record {n}") for n, row in enumerate(rows, start=1)
     ]
-    per_epoch = require_one_optimizer_step(len(examples), spec, where.world_size)
+    sequences = packed(examples, spec.cutoff_len) if spec.packing else examples
+    per_epoch = require_one_optimizer_step(len(sequences), spec, where.world_size)
     stage_dir = paths.stage_dir(Stage.TRAIN)
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume = checkpoint_store.resumable(checkpoints)
@@ -259,18 +240,21 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         micro_done, history, resumed_from = client_state["micro_batches"], client_state["history"], tag
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    tokens_seen, window_loss, window_count = 0, 0.0, 0
+    tokens_seen, slots, window_loss, window_count = 0, 0, 0.0, 0
     engine.train()
     # rank 0's bar is the stage's progress in its pod's log (the operator reads its rate from there)
     steps = bar(total_steps, "train", initial=len(history), unit="step") if where.rank == 0 else None
     for micro in range(micro_done, total_micro):
         epoch, index = divmod(micro, per_epoch)
-        batch = collate(micro_batches(examples, spec, where.rank, where.world_size, epoch)[index], pad_id)
+        chosen = micro_batches(sequences, spec, where.rank, where.world_size, epoch)[index]
+        batch = collate(chosen, pad_id, packing=spec.packing)
         batch = {k: v.to(engine.device) for k, v in batch.items()}
-        loss = engine(**batch).loss
+        # no key/value cache in training: with one, transformers would not look for packed samples
+        loss = engine(**batch, use_cache=False).loss
         engine.backward(loss)
         engine.step()
-        tokens_seen += int(batch["attention_mask"].sum())
+        tokens_seen += sum(len(e.input_ids) for e in chosen)
+        slots += len(chosen) * max(len(e.input_ids) for e in chosen)
         window_loss, window_count = window_loss + float(loss), window_count + 1
         if (micro + 1) % spec.gradient_accumulation_steps == 0:  # DeepSpeed stepped the optimizer
             step = (micro + 1) // spec.gradient_accumulation_steps
@@ -297,9 +281,15 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
     save_model(engine, model, out, where.rank)
     del partitioned
     seconds = time.monotonic() - started
+    shape = {
+        "packing": spec.packing,
+        "sequences": len(sequences),
+        "paddingFraction": round(1 - tokens_seen / slots, 4) if slots else None,
+        "attention": str(getattr(model.config, "_attn_implementation", None)),
+    }
     if where.rank != 0:
         return _summary(
-            started_at, history, total_steps, resumed_from, out, paths, seconds, tokens_seen, where
+            started_at, history, total_steps, resumed_from, out, paths, seconds, tokens_seen, where, shape
         )
     model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -307,7 +297,9 @@ def train(run: ReasoningRun, paths: RunPaths) -> StageSummary:
         model.generation_config.save_pretrained(out)
     atomic_write_json(stage_dir / HISTORY_FILE, history)
     (stage_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
-    return _summary(started_at, history, total_steps, resumed_from, out, paths, seconds, tokens_seen, where)
+    return _summary(
+        started_at, history, total_steps, resumed_from, out, paths, seconds, tokens_seen, where, shape
+    )
 
 
 def load_student(
@@ -350,6 +342,7 @@ def _summary(
     seconds: float,
     tokens: int,
     where: Distributed,
+    shape: dict[str, Any],
 ) -> StageSummary:
     first, last = history[0]["loss"], history[-1]["loss"]
     return StageSummary(
@@ -368,6 +361,8 @@ def _summary(
             "resumedFrom": resumed_from,
             "worldSize": where.world_size,
             "tokensPerSecondThisRun": round(tokens * where.world_size / seconds, 1) if seconds else None,
+            # of this run's micro-batches (this process's): how much of each step was padding
+            **shape,
         },
     )
 

@@ -14,10 +14,17 @@ import pytest
 import yaml
 from reasoning_pipeline import train
 from reasoning_pipeline.errors import StageError
+from reasoning_pipeline.sequences import Example, collate, packed
 from reasoning_pipeline.spec import ReasoningRun
 from reasoning_pipeline.storage import RunPaths
 
-from tests.support.sft_fixture import TWO_CPU_PROCESSES, addition_rows, build_student, write_jsonl
+from tests.support.sft_fixture import (
+    TWO_CPU_PROCESSES,
+    addition_rows,
+    build_student,
+    qwen2_model,
+    write_jsonl,
+)
 from tests.support.stage_process import kill_processes_mentioning
 from tests.support.waiting import wait_for
 
@@ -91,6 +98,8 @@ def test_zero3_on_two_processes_resumes_after_a_kill_and_the_loss_goes_down(sft_
     summary = json.loads((stage_dir / "summary.json").read_text())
     metrics = summary["metrics"]
     assert metrics["resumedFrom"] == killed_at
+    assert (metrics["packing"], metrics["sequences"]) == (False, 64)
+    assert 0 < metrics["paddingFraction"] < 0.5  # samples of 80-odd tokens padded to the batch's longest
     # 64 samples / (4 per micro-batch × 2 processes) = 8 micro-batches per epoch = 4 steps; × 4 epochs
     assert metrics["optimizerSteps"] == 16
     history = json.loads((stage_dir / "loss-history.json").read_text())
@@ -116,6 +125,25 @@ def test_zero3_on_two_processes_resumes_after_a_kill_and_the_loss_goes_down(sft_
     ]
     assert latest.read_text().strip() == "step-16"
     assert all((stage_dir / "checkpoints" / tag / "sealed.json").is_file() for tag in ("step-15", "step-16"))
+
+
+def test_packed_training_makes_fewer_fuller_sequences_and_the_loss_goes_down(sft_root: Path) -> None:
+    """64 samples of 80-odd tokens packed into sequences of up to 256: a third as many sequences, little
+    padding, and the student learns as it does unpacked."""
+    packing = {"packing": True, "microBatchSize": 1, "gradientAccumulationSteps": 2, "globalBatchSize": 4}
+    (sft_root / "run.yaml").write_text(yaml.safe_dump(train_manifest(**packing)))
+    finished = subprocess.run(
+        torchrun(sft_root), env=ENVIRONMENT, capture_output=True, text=True, check=False
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    metrics = json.loads((sft_root / "runs" / "sft" / "train" / "summary.json").read_text())["metrics"]
+    assert metrics["packing"] is True
+    assert metrics["attention"] == "sdpa"
+    assert metrics["sequences"] <= 64 // 2, metrics  # about three samples of 80-odd tokens a sequence
+    per_process = metrics["sequences"] // 2
+    assert metrics["optimizerSteps"] == per_process // 2 * 4  # 4 epochs
+    assert metrics["paddingFraction"] < 0.1
+    assert metrics["lastLoss"] < metrics["firstLoss"] * 0.8
 
 
 def run_in_process(root: Path, **training: Any) -> Any:
@@ -160,3 +188,62 @@ def test_gpus_asked_for_without_cuda_fail_instead_of_training_on_the_cpu() -> No
     spec = ReasoningRun.model_validate(train_manifest(gpusPerNode=8, processesPerNode=2)).spec.training
     with pytest.raises(StageError, match=re.escape("training.gpusPerNode is 8 but CUDA is not usable")):
         train.require_cuda(spec)
+
+
+def test_packed_samples_attend_only_to_themselves_and_keep_their_losses() -> None:
+    """Two samples packed into one sequence give, token for token, the logits each gives alone (what the
+    positions tell transformers' attention masks), and the pack's loss is the token-weighted mean of
+    theirs. The same tokens with positions that do not restart attend across: the check can fail."""
+    import torch
+
+    torch.manual_seed(0)
+    model = qwen2_model(50, hidden=32, layers=2, max_positions=128)
+    model.train(False)  # dropout off
+    first = Example([1, 2, 3, 4, 5], [-100, -100, 3, 4, 5], [0, 1, 2, 3, 4])
+    second = Example([6, 7, 8, 9], [-100, -100, 8, 9], [0, 1, 2, 3])
+    (pack,) = packed([first, second], capacity=16)
+    assert pack.position_ids == [0, 1, 2, 3, 4, 0, 1, 2, 3]
+
+    def forward(examples: list[Any], packing: bool) -> Any:
+        with torch.no_grad():
+            return model(**collate(examples, pad_id=0, packing=packing), use_cache=False)
+
+    together = forward([pack], packing=True)
+    alone = [forward([e], packing=False) for e in (first, second)]
+    assert torch.allclose(together.logits[0, :5], alone[0].logits[0], atol=1e-5)
+    assert torch.allclose(together.logits[0, 5:], alone[1].logits[0], atol=1e-5)
+    labelled = [3, 2]  # tokens each sample's loss covers (shifted: the first label is never predicted)
+    mean = sum(n * float(a.loss) for n, a in zip(labelled, alone, strict=True)) / sum(labelled)
+    assert float(together.loss) == pytest.approx(mean, rel=1e-5)
+    # padding to a longer neighbour changes nothing either
+    padded = forward([pack, first], packing=True)
+    assert torch.allclose(padded.logits[0], together.logits[0], atol=1e-5)
+    assert torch.allclose(padded.logits[1, :5], alone[0].logits[0], atol=1e-5)
+
+    running_on = Example(pack.input_ids, pack.labels, list(range(9)))
+    leaked = forward([running_on], packing=True)
+    assert not torch.allclose(leaked.logits[0, 5:], alone[1].logits[0], atol=1e-3)
+
+
+def test_the_gpu_check_runs_dry_on_the_cpu(tmp_path: Path) -> None:
+    """The script a lent GPU runs (`python -m reasoning_pipeline.gpu_check`), on a tiny model: it times
+    the trainer's step packed and unpacked over the same tokens and writes its figures."""
+    report = tmp_path / "gpu-check.json"
+    finished = subprocess.run(
+        [sys.executable, "-m", "reasoning_pipeline.gpu_check", "--dry", "--json", str(report)],
+        env=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    figures = json.loads(report.read_text())
+    assert figures["device"] == "cpu"
+    unpacked, packed_ = figures["results"]
+    assert (unpacked["layout"], packed_["layout"]) == ("one sample per sequence", "packed")
+    assert unpacked["attention"] == packed_["attention"] == "sdpa"
+    assert unpacked["tokens"] == packed_["tokens"] > 0
+    assert packed_["micro_batches"] < unpacked["micro_batches"] == 24
+    assert all(r["tokens_per_second"] > 0 and r["mfu"] is None for r in figures["results"])
+    assert "packed" in finished.stdout

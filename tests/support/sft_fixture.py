@@ -49,7 +49,6 @@ def addition_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
 def build_student(directory: Path, rows: list[dict[str, Any]]) -> Path:
     """Tokenizer (trained on the rows) and a random-init two-layer Qwen2 model, saved for from_pretrained."""
     from reasoning_pipeline.tiny_world.tokenizer import save_tokenizer, train_tokenizer
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     corpus = [turn["value"] for row in rows for turn in row["conversations"]] + [SYSTEM, STILL2_SYSTEM_PROMPT]
     tokenizer = save_tokenizer(
@@ -58,20 +57,34 @@ def build_student(directory: Path, rows: list[dict[str, Any]]) -> Path:
         default_system_prompt=SYSTEM,
         model_max_length=512,
     )
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+    qwen2_model(
+        len(tokenizer),
+        hidden=64,
+        layers=2,
+        max_positions=512,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(directory)
+    ).save_pretrained(directory)
     return directory
+
+
+def qwen2_model(vocab_size: int, *, hidden: int, layers: int, max_positions: int, **more: Any) -> Any:
+    """A random-init Qwen2ForCausalLM: heads of 16 dimensions, two query heads per key/value head, an MLP
+    twice as wide as the model."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 16,
+        num_key_value_heads=hidden // 32,
+        max_position_embeddings=max_positions,
+        **more,
+    )
+    return Qwen2ForCausalLM(config)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 
 import pytest
-from reasoning_pipeline.batches import micro_batches, micro_batches_per_process, require_one_optimizer_step
+from reasoning_pipeline.batches import (
+    micro_batches,
+    micro_batches_per_process,
+    require_one_optimizer_step,
+    training_sequences,
+)
 from reasoning_pipeline.errors import StageError, TransientStageError
+from reasoning_pipeline.sequences import pack_lengths
 from reasoning_pipeline.spec import TrainingSpec
 
 
@@ -75,3 +83,38 @@ def test_too_few_samples_for_one_optimizer_step_is_a_permanent_failure_naming_bo
 def test_enough_samples_give_the_micro_batches_of_an_epoch() -> None:
     assert require_one_optimizer_step(96, training(1, 12, 8), 8) == 12
     assert require_one_optimizer_step(64, training(4, 2, 2), 2) == 8
+
+
+def sky_t1_like_lengths(count: int, seed: int = 0) -> list[int]:
+    """Reasoning traces: a few hundred to the cutoff's 16 K tokens, most a few thousand (lognormal)."""
+    rng = random.Random(seed)
+    return [min(16384, max(200, int(rng.lognormvariate(math.log(3500), 0.7)))) for _ in range(count)]
+
+
+def test_packing_fills_sequences_to_the_cutoff_with_every_sample_once() -> None:
+    lengths = sky_t1_like_lengths(5000)
+    packs = pack_lengths(lengths, 16384)
+    assert sorted(i for pack in packs for i in pack) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in pack) <= 16384 for pack in packs)
+    # within a few percent of the fewest sequences the tokens could fill
+    fewest = math.ceil(sum(lengths) / 16384)
+    assert len(packs) <= fewest * 1.03, (len(packs), fewest)
+    assert pack_lengths(lengths, 16384) == packs, "every rank packs alike"
+
+
+def test_a_sample_longer_than_a_packed_sequence_is_named() -> None:
+    with pytest.raises(
+        StageError, match=re.escape("sample 2: 300 tokens, longer than a packed sequence (256)")
+    ):
+        pack_lengths([10, 300], 256)
+
+
+def test_with_packing_format_counts_the_sequences_the_trainer_will_make() -> None:
+    spec = training(1, 4, 2).model_copy(update={"packing": True, "cutoff_len": 1000})
+    lengths = [400] * 20  # two per sequence: 10 sequences, 5 micro-batches per process
+    assert training_sequences(lengths, spec) == 10
+    assert training_sequences(lengths, training(1, 4, 2)) == 20
+    assert require_one_optimizer_step(training_sequences(lengths, spec), spec, 2) == 5
+    small = spec.model_copy(update={"gradient_accumulation_steps": 8, "global_batch_size": 16})
+    with pytest.raises(StageError, match=re.escape("10 SFT packed sequences (training.packing) make 5")):
+        require_one_optimizer_step(training_sequences(lengths, small), small, 2)

@@ -51,12 +51,13 @@ def require_one_optimizer_step(samples: int, spec: TrainingSpec, world_size: int
     per_process = micro_batches_per_process(samples, spec.micro_batch_size, world_size)
     if per_process < spec.gradient_accumulation_steps:
         needed = spec.gradient_accumulation_steps * spec.micro_batch_size * world_size
-        what = "packed sequences (training.packing)" if spec.packing else "samples"
+        unit = "sequences" if spec.packing else "samples"
+        what = "packed sequences (training.packing)" if spec.packing else unit
         raise StageError(
             f"{samples} SFT {what} make {per_process} micro-batches per process "
             f"({world_size} processes × microBatchSize {spec.micro_batch_size}), fewer than "
             f"gradientAccumulationSteps ({spec.gradient_accumulation_steps}): not one optimizer step; "
-            f"it takes at least {needed} {'sequences' if spec.packing else 'samples'}"
+            f"it takes at least {needed} {unit}"
         )
     return per_process
 

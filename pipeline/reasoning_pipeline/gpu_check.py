@@ -53,14 +53,16 @@ GPU_SHAPE = Shape(3584, 18944, 28, 28, 4, 152064, 16384, 3500, samples=24, warmu
 DRY_SHAPE = Shape(64, 128, 2, 4, 2, 512, 256, 60, samples=24, warmup_samples=4)
 
 
-def sample_lengths(shape: Shape, count: int, seed: int) -> list[int]:
-    """Sky-T1-like: lognormal around the median, a tenth of the cutoff at least, never past it."""
+def sky_t1_like_lengths(count: int, *, median: int, cutoff: int, floor: int, seed: int) -> list[int]:
+    """Sample lengths like Sky-T1's traces: lognormal around the median (sigma 0.7), between floor and cutoff.
+    Seeded: the same lengths on every machine."""
     rng = random.Random(seed)
+    return [min(cutoff, max(floor, int(rng.lognormvariate(math.log(median), 0.7)))) for _ in range(count)]
+
+
+def sample_lengths(shape: Shape, count: int, seed: int) -> list[int]:
     floor = max(8, shape.cutoff // 80)
-    return [
-        min(shape.cutoff, max(floor, int(rng.lognormvariate(math.log(shape.median_tokens), 0.7))))
-        for _ in range(count)
-    ]
+    return sky_t1_like_lengths(count, median=shape.median_tokens, cutoff=shape.cutoff, floor=floor, seed=seed)
 
 
 def synthetic_examples(shape: Shape, lengths: list[int], seed: int) -> list[Example]:

@@ -4,21 +4,14 @@ makes, how full a sequence is, and how much of a micro-batch is padding."""
 
 from __future__ import annotations
 
-import math
 import random
 import statistics
 import time
 
+from reasoning_pipeline.gpu_check import sky_t1_like_lengths
 from reasoning_pipeline.sequences import pack_lengths
 
 SAMPLES, CUTOFF, GLOBAL_BATCH = 17_000, 16_384, 96
-
-
-def sky_t1_like_lengths(seed: int = 0) -> list[int]:
-    """A few hundred to 16 K tokens, most a few thousand (lognormal around 3,500), as QwQ's rewritten
-    traces are; seeded, so every run prints the same figures."""
-    rng = random.Random(seed)
-    return [min(CUTOFF, max(200, int(rng.lognormvariate(math.log(3500), 0.7)))) for _ in range(SAMPLES)]
 
 
 def padding_fraction(sequences: list[int], micro_batch: int, seed: int = 0) -> float:
@@ -32,7 +25,7 @@ def padding_fraction(sequences: list[int], micro_batch: int, seed: int = 0) -> f
 
 
 def bench_packed_vs_one_sample_per_sequence() -> None:
-    lengths = sky_t1_like_lengths()
+    lengths = sky_t1_like_lengths(SAMPLES, median=3500, cutoff=CUTOFF, floor=200, seed=0)
     started = time.monotonic()
     packs = pack_lengths(lengths, CUTOFF)
     packing_seconds = time.monotonic() - started

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import re
 
 import pytest
@@ -14,6 +13,7 @@ from reasoning_pipeline.batches import (
     training_sequences,
 )
 from reasoning_pipeline.errors import StageError, TransientStageError
+from reasoning_pipeline.gpu_check import sky_t1_like_lengths
 from reasoning_pipeline.sequences import pack_lengths
 from reasoning_pipeline.spec import TrainingSpec
 
@@ -85,14 +85,8 @@ def test_enough_samples_give_the_micro_batches_of_an_epoch() -> None:
     assert require_one_optimizer_step(64, training(4, 2, 2), 2) == 8
 
 
-def sky_t1_like_lengths(count: int, seed: int = 0) -> list[int]:
-    """Reasoning traces: a few hundred to the cutoff's 16 K tokens, most a few thousand (lognormal)."""
-    rng = random.Random(seed)
-    return [min(16384, max(200, int(rng.lognormvariate(math.log(3500), 0.7)))) for _ in range(count)]
-
-
 def test_packing_fills_sequences_to_the_cutoff_with_every_sample_once() -> None:
-    lengths = sky_t1_like_lengths(5000)
+    lengths = sky_t1_like_lengths(5000, median=3500, cutoff=16384, floor=200, seed=0)
     packs = pack_lengths(lengths, 16384)
     assert sorted(i for pack in packs for i in pack) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in pack) <= 16384 for pack in packs)
